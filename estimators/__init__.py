@@ -1,0 +1,31 @@
+"""The estimator registry.
+
+Importing this package registers every built-in estimator; third-party estimators come in
+through the ``estibench.estimators`` entry-point group. See ``estimators.base`` for the contract.
+
+Example:
+    >>> from estimators import ESTIMATORS
+    >>> ESTIMATORS.make("reinforce:baseline=loo").info.unbiased
+    True
+"""
+
+from estimators import exact, gumbel_softmax, reinforce, straight_through  # noqa: F401  (register)
+from estimators.base import ESTIMATORS, Estimator, EstimatorInfo, ExpectedFailure, register
+from estimators.errors import IncompatibleError, SpecError, UserError
+from estimators.families import FAMILIES, draw, family_of
+from estimators.registry import Option
+
+__all__ = [
+    "ESTIMATORS",
+    "FAMILIES",
+    "Estimator",
+    "EstimatorInfo",
+    "ExpectedFailure",
+    "IncompatibleError",
+    "Option",
+    "SpecError",
+    "UserError",
+    "draw",
+    "family_of",
+    "register",
+]

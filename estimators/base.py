@@ -1,0 +1,133 @@
+"""The estimator contract, stated once.
+
+Every estimator has the same signature and returns a *surrogate loss*::
+
+    estimator.surrogate(dist, f, *, num_samples, generator) -> Tensor[*batch]
+
+- ``dist`` is a ``torch.distributions.Distribution`` built, differentiably, from the parameters
+  θ under study. Its batch dimensions are independent problems (the harness uses them for R
+  replicates in one pass); its event dimensions are one sample of the discrete variable, in the
+  canonical encoding (0/1 for Bernoulli, one-hot for categorical, ...).
+- ``f`` maps samples ``[S, *batch, *event]`` to objective values ``[S, *batch]``. Pathwise
+  estimators call it on relaxed samples, so it must accept them (``ProblemInfo.relaxable``).
+- The forward value of the surrogate is a Monte Carlo estimate of E[f(z)] averaged over
+  ``num_samples`` samples, one per batch element; its gradient with respect to θ is the
+  gradient estimate ("magic box", Foerster et al. 2018).
+- An estimator never calls ``backward``, never holds an optimiser, never reads or seeds the
+  global random number generator: all randomness comes from ``generator``.
+
+What an estimator can do is data on its ``info`` (families, unbiased, pathwise, needs a
+relaxable objective, expected failures), read by the harness and the tests; never a check of
+its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from estimators.errors import IncompatibleError, UserError
+from estimators.families import base_distribution, family_of
+from estimators.registry import Configurable, Option, Registry
+
+Objective = Callable[[Tensor], Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedFailure:
+    """A conformance check this estimator is known to fail, and why.
+
+    Args:
+        check: the name of the check (e.g. ``"unbiased"``, ``"finite_gradients"``).
+        reason: one sentence a reader of the test report understands.
+        families: the families where it fails; empty means all.
+    """
+
+    check: str
+    reason: str
+    families: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorInfo:
+    """What an estimator is and can do, as data.
+
+    ``unbiased`` and ``pathwise`` are separate facts: straight-through is pathwise and biased.
+    ``needs_relaxable``: calls the objective on relaxed (non-discrete) samples.
+    ``needs_enumerable``: enumerates the joint support (small problems only).
+    ``log_prob``: for score-function estimators, which log-probability they differentiate.
+    """
+
+    name: str
+    description: str
+    families: tuple[str, ...]
+    unbiased: bool
+    pathwise: bool
+    needs_relaxable: bool = False
+    needs_enumerable: bool = False
+    options: tuple[Option, ...] = ()
+    expected_failures: tuple[ExpectedFailure, ...] = ()
+    log_prob: str = ""
+    references: str = ""
+
+
+class Estimator(Configurable):
+    """Base class: option handling, the canonical spec, and input checks shared by all."""
+
+    info: ClassVar[EstimatorInfo]
+
+    def surrogate(
+        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        """Surrogate loss ``[*batch]``: forward is an estimate of E[f], gradient the estimate."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Every setting that defines this estimator, JSON-serialisable."""
+        return {"name": self.info.name, "spec": self.spec, **self.options}
+
+    # -- checks shared by the implementations -------------------------------------------------
+
+    def check_inputs(self, dist: Distribution, num_samples: int, *, min_samples: int = 1) -> str:
+        """Check the family, the number of samples and the parameters; return the family."""
+        family = family_of(dist)
+        if family not in self.info.families:
+            raise IncompatibleError(
+                f"estimator {self.info.name!r} does not support the {family} family "
+                f"(it supports: {', '.join(self.info.families)})"
+            )
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+            raise UserError(f"num_samples must be an integer, got {num_samples!r}")
+        if num_samples < min_samples:
+            raise UserError(
+                f"estimator {self.spec!r} needs num_samples >= {min_samples}, got {num_samples}"
+            )
+        if dist._validate_args:
+            check_finite_parameters(dist)
+        return family
+
+
+def check_finite_parameters(dist: Distribution) -> None:
+    """Reject NaN or infinite logits/probabilities/rates: they would give a silent NaN later.
+
+    Runs when the distribution validates its arguments (torch's default), like torch's own
+    checks; ``validate_args=False`` skips it (one reduction and, on CUDA, one synchronisation).
+    """
+    base = base_distribution(dist)
+    for name in base.arg_constraints:
+        value = getattr(base, name, None)
+        if isinstance(value, Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise UserError(
+                    f"the {type(base).__name__} distribution has non-finite {name} "
+                    "(NaN or ±inf); estimators need finite parameters"
+                )
+
+
+ESTIMATORS: Registry[Estimator] = Registry("estimator", "estibench.estimators")
+register = ESTIMATORS.register

@@ -1,0 +1,211 @@
+"""The ``estibench`` command line.
+
+    estibench list [estimators|problems]
+    estibench measure PROBLEM_SPEC ESTIMATOR_SPEC [--num-samples N] [--replicates R]
+                      [--seed S] [--device cpu|cuda] [--dtype float32|float64] [--json]
+
+A user's mistake (unknown name, bad option, incompatible pair, unavailable device) prints one
+line, ``estibench: error: ...``, and exits with status 2; tracebacks are for our bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from estimators import ESTIMATORS
+from estimators.errors import UserError
+from problems import PROBLEMS
+
+
+def _significant(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value * 1e9:.3g} ns"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    which = [args.what] if args.what else ["estimators", "problems"]
+    console = _console()
+    for what in which:
+        registry = ESTIMATORS if what == "estimators" else PROBLEMS
+        table = Table(title=what, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold", no_wrap=True)
+        if what == "estimators":
+            table.add_column("families")
+            table.add_column("unbiased")
+        else:
+            table.add_column("family")
+            table.add_column("exact")
+        table.add_column("options (defaults)")
+        table.add_column("description")
+        for cls in registry:
+            info = cls.info
+            options = ", ".join(o.describe() for o in info.options) or "-"
+            if what == "estimators":
+                row = [", ".join(info.families), "yes" if info.unbiased else "no"]
+            else:
+                row = [info.family, "yes" if info.exact else "no"]
+            table.add_row(info.name, *row, options, info.description)
+        console.print(table)
+    return 0
+
+
+def render_record(record: dict) -> None:
+    """Print a record as two readable tables: the summary, then per coordinate (if few)."""
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{record['estimator']}[/bold] on [bold]{record['problem']}[/bold]")
+    summary = Table(show_header=False)
+    summary.add_column("metric", style="bold")
+    summary.add_column("value")
+    rows = [
+        ("samples per estimate", record["num_samples"]),
+        ("replicates", record["replicates"]),
+        ("seed", record["seed"]),
+        ("device / dtype", f"{record['device']} / {record['dtype']}"),
+        ("true gradient", record["true_gradient_source"]),
+        ("bias norm", _significant(record["bias_norm"])),
+        ("bias p-value (H0: unbiased)", _significant(record["bias_pvalue"], 3)),
+        ("variance (trace)", _significant(record["variance"])),
+        ("MSE", _significant(record["mse"])),
+        ("cosine to true", _significant(record["cosine"])),
+        ("SNR", _significant(record["snr"])),
+        ("time per estimate", _seconds(record["time_per_estimate_s"])),
+        ("peak memory per estimate", _bytes(record["peak_memory_bytes"])),
+    ]
+    for name, value in rows:
+        summary.add_row(name, str(value))
+    console.print(summary)
+    if len(record["true_gradient"]) <= 12:
+        coords = Table(title="per coordinate", title_justify="left")
+        for column in ("i", "θ", "true", "mean", "bias ± s.e.", "variance"):
+            coords.add_column(column, justify="right")
+        for i, row in enumerate(
+            zip(
+                record["parameters"],
+                record["true_gradient"],
+                record["mean_gradient"],
+                record["bias"],
+                record["bias_stderr"],
+                record["variance_per_coord"],
+            )
+        ):
+            theta, true, mean, bias, stderr, var = row
+            coords.add_row(
+                str(i),
+                _significant(theta),
+                _significant(true),
+                _significant(mean),
+                f"{_significant(bias, 3)} ± {_significant(stderr, 2)}",
+                _significant(var),
+            )
+        console.print(coords)
+
+
+def command_measure(args: argparse.Namespace) -> int:
+    from harness.measure import measure
+
+    record = measure(
+        args.problem,
+        args.estimator,
+        num_samples=args.num_samples,
+        replicates=args.replicates,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        timing=not args.no_timing,
+        memory_profile=not args.no_memory,
+        show_progress=True,
+    )
+    if args.json:
+        print(json.dumps(record))
+    else:
+        render_record(record)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="estibench",
+        description="Benchmark gradient estimators for discrete random variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list registered estimators and problems")
+    listing.add_argument("what", nargs="?", choices=["estimators", "problems"])
+    listing.set_defaults(func=command_list)
+
+    m = commands.add_parser(
+        "measure",
+        help="bias, variance, time and memory of one estimator on one problem",
+        description="Draw R independent gradient estimates at the same parameters and "
+        "report bias, variance, MSE, cosine, SNR, time and peak memory of one estimate.",
+    )
+    m.add_argument("problem", metavar="PROBLEM_SPEC", help="e.g. bernoulli-toy:dim=3")
+    m.add_argument("estimator", metavar="ESTIMATOR_SPEC", help="e.g. reinforce:baseline=loo")
+    m.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="samples averaged in one estimate (default 1)")
+    m.add_argument("--replicates", type=int, default=1000, metavar="R",
+                   help="independent estimates (default 1000)")
+    m.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="dtype of the estimates (default float32)")
+    m.add_argument("--json", action="store_true", help="print the record as one JSON object")
+    m.add_argument("--no-timing", action="store_true", help="skip the timing of one estimate")
+    m.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    m.set_defaults(func=command_measure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"estibench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("estibench: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,301 @@
+"""Measuring one cell: R independent gradient estimates at the same θ, and what they say.
+
+``measure`` replicates the problem's parameters R times along a new leading dimension
+(``[R, *θ.shape]``), builds one batched distribution, calls the estimator's surrogate once and
+differentiates the sum of its R outputs once: since replicate r's surrogate depends only on
+replicate r's parameters, row r of the gradient is the estimate ĝ_r. There is no Python loop
+over replicates (large R is split into a few chunks to bound memory, drawn from the same
+generator, so chunking never changes the numbers).
+
+The true gradient is computed in float64 from ``expected_objective``; problems without one get
+an unbiased reference: the mean of many estimates of an unbiased estimator, with its standard
+error, drawn with a generator independent of the estimates'.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from estimators import ESTIMATORS, Estimator
+from estimators.errors import IncompatibleError, UserError
+from harness import memory, provenance
+from harness.compat import incompatibility
+from harness.progress import progress
+from harness.record import FIELDS
+from harness.stats import summarise
+from problems import PROBLEMS, Problem
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+REFERENCE_ESTIMATOR = "reinforce:baseline=loo"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here, or a ``UserError`` that says why not."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}: expected cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device {device!r} requested, but CUDA is not available "
+                f"(torch {torch.__version__})"
+            )
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise UserError(
+                f"device {device!r} requested, but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist"
+            )
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        raise UserError(f"unsupported device {device!r}: expected cpu, cuda or cuda:N")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise UserError(f"unsupported dtype {dtype!r}: expected {' or '.join(DTYPES)}")
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor], leading: int) -> Tensor:
+    """Concatenate per-parameter gradients ``[leading, *θ_i.shape]`` into ``[leading, D]``."""
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(leading, -1)
+            for g, p in zip(tensors, like)
+        ],
+        dim=1,
+    )
+
+
+def batched_estimates(
+    problem: Problem,
+    estimator: Estimator,
+    *,
+    num_samples: int,
+    replicates: int,
+    generator: torch.Generator,
+    chunk_size: int = 65536,
+    show_progress: bool = False,
+) -> Tensor:
+    """R independent estimates ``[R, D]`` in ``ceil(R / chunk_size)`` batched passes."""
+    params = problem.parameters()
+    chunks = []
+    bounds = range(0, replicates, chunk_size)
+    for start in progress(bounds, description="replicates", enabled=show_progress):
+        n = min(chunk_size, replicates - start)
+        theta = [p.detach().expand(n, *p.shape).clone().requires_grad_(True) for p in params]
+        replicated = problem.with_parameters(theta)
+        surrogate = estimator.surrogate(
+            replicated.distribution(),
+            replicated.objective,
+            num_samples=num_samples,
+            generator=generator,
+        )
+        if surrogate.shape != (n,):
+            raise RuntimeError(
+                f"{estimator.spec} returned a surrogate of shape {tuple(surrogate.shape)} for "
+                f"{n} replicates; expected ({n},)"
+            )
+        grads = torch.autograd.grad(surrogate.sum(), theta, allow_unused=True)
+        chunks.append(_flatten(grads, theta, n).detach())
+    return torch.cat(chunks)
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for a second, independent stream (e.g. the reference gradient's)."""
+    value = seed
+    for char in purpose:
+        value = (value * 1_000_003 + ord(char)) % (2**63 - 1)
+    return value
+
+
+def true_gradient(
+    problem: Problem,
+    *,
+    device: torch.device,
+    seed: int,
+    reference_estimator: str = REFERENCE_ESTIMATOR,
+    reference_replicates: int = 10_000,
+    reference_num_samples: int = 16,
+) -> tuple[Tensor, Tensor | None, str]:
+    """(gradient [D] in float64, its standard error or None, source description)."""
+    exact_problem = problem.to(device, torch.float64)
+    params = exact_problem.parameters()
+    try:
+        value = exact_problem.expected_objective()
+    except NotImplementedError:
+        pass
+    else:
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        return _flatten(grads, params, 1)[0], None, "exact"
+    reference = ESTIMATORS.make(reference_estimator)
+    reason = incompatibility(problem, reference)
+    if reason is not None or not reference.info.unbiased:
+        raise IncompatibleError(
+            f"{problem.spec} has no exact gradient and the reference estimator "
+            f"{reference.spec!r} cannot stand in: {reason or 'it is not unbiased'}"
+        )
+    generator = torch.Generator(device).manual_seed(derived_seed(seed, "reference"))
+    estimates = batched_estimates(
+        exact_problem, reference,
+        num_samples=reference_num_samples, replicates=reference_replicates, generator=generator,
+    ).double()
+    stderr = estimates.std(0, correction=1) / math.sqrt(reference_replicates)
+    source = (
+        f"reference:{reference.spec} (replicates={reference_replicates}, "
+        f"num_samples={reference_num_samples})"
+    )
+    return estimates.mean(0), stderr, source
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(
+    fn: Callable[[], object],
+    device: torch.device,
+    *,
+    min_repeats: int = 5,
+    max_repeats: int = 200,
+    budget_s: float = 0.5,
+) -> float:
+    """Median wall time of ``fn`` (device synchronised), after one warm-up call.
+
+    Repeats at least ``min_repeats`` times and stops at ``max_repeats`` or when ``budget_s``
+    seconds have been spent, whichever comes first.
+    """
+    fn()
+    _synchronize(device)
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < min_repeats or (len(times) < max_repeats and spent < budget_s):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        spent += elapsed
+    return statistics.median(times)
+
+
+def measure(
+    problem: str | Problem,
+    estimator: str | Estimator,
+    num_samples: int = 1,
+    replicates: int = 1000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    *,
+    timing: bool = True,
+    memory_profile: bool = True,
+    chunk_size: int = 65536,
+    show_progress: bool = False,
+    reference_replicates: int = 10_000,
+) -> dict:
+    """Measure one (problem, estimator) cell; return the record (see ``harness.record``).
+
+    Args:
+        problem, estimator: spec strings or built instances.
+        num_samples: samples averaged in one estimate.
+        replicates: R >= 2 independent estimates at the same θ.
+        seed: seed of the estimates' generator (the problem's own seed is in its spec).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``float32`` or ``float64`` for the estimates (the true gradient is float64).
+        timing, memory_profile: measure time and peak memory of one estimate (else ``None``).
+        chunk_size: most replicates drawn in one batched pass.
+
+    Example:
+        >>> record = measure("bernoulli-toy", "reinforce", replicates=100, timing=False,
+        ...                  memory_profile=False)
+        >>> round(record["true_gradient"][0], 4)
+        0.025
+    """
+    problem = PROBLEMS.make(problem)
+    estimator = ESTIMATORS.make(estimator)
+    reason = incompatibility(problem, estimator)
+    if reason is not None:
+        raise IncompatibleError(reason)
+    _check_count("num_samples", num_samples, 1)
+    _check_count("replicates", replicates, 2)
+    _check_count("seed", seed, 0)
+    _check_count("chunk_size", chunk_size, 1)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype)
+
+    true, true_stderr, source = true_gradient(
+        problem, device=device, seed=seed, reference_replicates=reference_replicates
+    )
+    work = problem.to(device, dtype)
+    generator = torch.Generator(device).manual_seed(seed)
+    estimates = batched_estimates(
+        work, estimator,
+        num_samples=num_samples, replicates=replicates, generator=generator,
+        chunk_size=chunk_size, show_progress=show_progress,
+    )
+    bad = int((~torch.isfinite(estimates)).any(1).sum())
+    if bad:
+        raise UserError(
+            f"{estimator.spec} gave non-finite gradient estimates in {bad} of {replicates} "
+            f"replicates on {problem.spec} ({dtype}); the settings are numerically unusable"
+        )
+    record = {
+        "problem": problem.spec,
+        "estimator": estimator.spec,
+        "num_samples": num_samples,
+        "replicates": replicates,
+        "seed": seed,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "true_gradient": true.tolist(),
+        "true_gradient_source": source,
+        "true_gradient_stderr": None if true_stderr is None else true_stderr.tolist(),
+    }
+    record.update(summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps))
+
+    params = work.parameters()
+    side_generator = torch.Generator(device).manual_seed(derived_seed(seed, "timing"))
+
+    def one_estimate() -> tuple[Tensor, ...]:
+        value = estimator.surrogate(
+            work.distribution(), work.objective, num_samples=num_samples, generator=side_generator
+        )
+        return torch.autograd.grad(value, params, allow_unused=True)
+
+    record["time_per_estimate_s"] = median_time(one_estimate, device) if timing else None
+    if memory_profile:
+        record["peak_memory_bytes"], record["peak_memory_method"] = memory.peak_memory(
+            one_estimate, device
+        )
+    else:
+        record["peak_memory_bytes"], record["peak_memory_method"] = None, None
+    record.update(
+        {
+            "parameters": _flatten([p.detach().double() for p in params], params, 1)[0].tolist(),
+            "problem_config": problem.config(),
+            "estimator_config": estimator.config(),
+            "torch_version": torch.__version__,
+            "versions": provenance.versions(),
+            "git_commit": provenance.git_commit(),
+        }
+    )
+    return {field: record[field] for field in FIELDS}

@@ -1,0 +1,85 @@
+"""Statistics of R gradient estimates: moments and the test of unbiasedness."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy import stats
+from torch import Tensor
+
+
+def bias_test(
+    bias: Tensor, stderr: Tensor, replicates: int, *, tolerance: Tensor
+) -> float:
+    """p-value of H0 "the estimator is unbiased", from per-coordinate bias and standard error.
+
+    Each coordinate gets a two-sided t-test (R − 1 degrees of freedom) of bias == 0; the
+    coordinates are combined with the Bonferroni correction, p = min(1, D · min_i p_i), which
+    holds whatever the correlation between coordinates. Under H0, P(p ≤ α) ≤ α.
+
+    A coordinate with zero standard error (an estimator with no variance there) cannot be
+    tested statistically: it counts as unbiased when |bias| is within ``tolerance`` (floating
+    point round-off), and as certainly biased otherwise.
+    """
+    bias, stderr = bias.double(), stderr.double()
+    pvalues = []
+    for b, s, tol in zip(bias.tolist(), stderr.tolist(), tolerance.tolist()):
+        if s > 0:
+            pvalues.append(2 * stats.t.sf(abs(b) / s, df=max(replicates - 1, 1)))
+        else:
+            pvalues.append(1.0 if abs(b) <= tol else 0.0)
+    if not pvalues:
+        return 1.0
+    return min(1.0, len(pvalues) * min(pvalues))
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or ``None`` when it is NaN or infinite (records stay valid JSON)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def summarise(estimates: Tensor, true: Tensor, true_stderr: Tensor | None, eps: float) -> dict:
+    """Every metric of ``harness.record.METRICS`` that depends on the estimates alone.
+
+    Args:
+        estimates: ``[R, D]`` gradient estimates.
+        true: ``[D]`` true (or reference) gradient.
+        true_stderr: ``[D]`` standard error of a reference gradient, ``None`` if exact.
+        eps: machine epsilon of the dtype the estimates were computed in, for the round-off
+            tolerance of zero-variance coordinates.
+    """
+    g = estimates.double()
+    true = true.double()
+    replicates = g.shape[0]
+    mean = g.mean(0)
+    var = g.var(0, correction=1) if replicates > 1 else torch.zeros_like(mean)
+    std = var.sqrt()
+    bias = mean - true
+    stderr_sq = var / replicates
+    if true_stderr is not None:
+        stderr_sq = stderr_sq + true_stderr.double() ** 2
+    bias_stderr = stderr_sq.sqrt()
+    scale = max(float(true.abs().max()), float(mean.abs().max()), 1e-300)
+    tolerance = torch.full_like(mean, 64 * eps * scale)
+    if true.norm() > 0:
+        cosine = finite_or_none(
+            torch.nn.functional.cosine_similarity(g, true.expand_as(g), dim=1).mean()
+        )
+    else:
+        cosine = None
+    varying = std > 0
+    snr = finite_or_none((mean.abs()[varying] / std[varying]).mean()) if varying.any() else None
+    return {
+        "mean_gradient": mean.tolist(),
+        "bias": bias.tolist(),
+        "bias_norm": float(bias.norm()),
+        "bias_stderr": bias_stderr.tolist(),
+        "bias_pvalue": bias_test(bias, bias_stderr, replicates, tolerance=tolerance),
+        "variance": float(var.sum()),
+        "variance_per_coord": var.tolist(),
+        "mse": float(((g - true) ** 2).sum(1).mean()),
+        "cosine": cosine,
+        "snr": snr,
+    }

@@ -1,0 +1,27 @@
+"""Example specs for every registered entry: what the conformance suite runs.
+
+Like torch.distributions' list of examples: each registered name needs at least one example
+here, and ``test_meta.py`` fails when one is missing, so a new entry cannot slip past the suite.
+Examples are small so that the whole suite runs in CI on two cores.
+"""
+
+PROBLEM_EXAMPLES: dict[str, list[str]] = {
+    "bernoulli-toy": ["bernoulli-toy", "bernoulli-toy:dim=3,target=0.499,logit=0.5"],
+    "categorical-linear": ["categorical-linear:k=5", "categorical-linear:k=12,seed=3"],
+}
+
+ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
+    "reinforce": ["reinforce", "reinforce:baseline=loo"],
+    "gumbel-softmax": ["gumbel-softmax:temperature=0.5"],
+    "st-gumbel-softmax": ["st-gumbel-softmax:temperature=1.0"],
+    "straight-through": ["straight-through"],
+    "exact": ["exact"],
+}
+
+
+def all_problem_examples() -> list[str]:
+    return [spec for specs in PROBLEM_EXAMPLES.values() for spec in specs]
+
+
+def all_estimator_examples() -> list[str]:
+    return [spec for specs in ESTIMATOR_EXAMPLES.values() for spec in specs]
