@@ -87,13 +87,17 @@ class Estimator(Configurable):
         """Surrogate loss ``[*batch]``: forward is an estimate of E[f], gradient the estimate."""
         raise NotImplementedError
 
+    def min_samples(self) -> int:
+        """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
+        return 1
+
     def config(self) -> dict:
         """Every setting that defines this estimator, JSON-serialisable."""
         return {"name": self.info.name, "spec": self.spec, **self.options}
 
     # -- checks shared by the implementations -------------------------------------------------
 
-    def check_inputs(self, dist: Distribution, num_samples: int, *, min_samples: int = 1) -> str:
+    def check_inputs(self, dist: Distribution, num_samples: int) -> str:
         """Check the family, the number of samples and the parameters; return the family."""
         family = family_of(dist)
         if family not in self.info.families:
@@ -103,9 +107,10 @@ class Estimator(Configurable):
             )
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise UserError(f"num_samples must be an integer, got {num_samples!r}")
-        if num_samples < min_samples:
+        if num_samples < self.min_samples():
             raise UserError(
-                f"estimator {self.spec!r} needs num_samples >= {min_samples}, got {num_samples}"
+                f"estimator {self.spec!r} needs num_samples >= {self.min_samples()}, "
+                f"got {num_samples}"
             )
         if dist._validate_args:
             check_finite_parameters(dist)

@@ -49,11 +49,14 @@ class Reinforce(Estimator):
         references="Williams 1992; Kool et al. 2019",
     )
 
+    def min_samples(self) -> int:
+        return 2 if self.baseline == "loo" else 1
+
     def surrogate(
         self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
     ) -> Tensor:
         loo = self.baseline == "loo"
-        self.check_inputs(dist, num_samples, min_samples=2 if loo else 1)
+        self.check_inputs(dist, num_samples)
         z = draw(dist, num_samples, generator)  # [S, *batch, *event]
         log_p = dist.log_prob(z)  # [S, *batch]
         values = f(z)  # [S, *batch]

@@ -53,31 +53,25 @@ def _console():
 
 
 def command_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from rich.markup import escape
 
     which = [args.what] if args.what else ["estimators", "problems"]
     console = _console()
     for what in which:
         registry = ESTIMATORS if what == "estimators" else PROBLEMS
-        table = Table(title=what, title_justify="left", show_lines=False)
-        table.add_column("name", style="bold", no_wrap=True)
-        if what == "estimators":
-            table.add_column("families")
-            table.add_column("unbiased")
-        else:
-            table.add_column("family")
-            table.add_column("exact")
-        table.add_column("options (defaults)")
-        table.add_column("description")
+        console.print(f"[bold underline]{what}[/]")
         for cls in registry:
             info = cls.info
-            options = ", ".join(o.describe() for o in info.options) or "-"
             if what == "estimators":
-                row = [", ".join(info.families), "yes" if info.unbiased else "no"]
+                traits = [", ".join(info.families), "unbiased" if info.unbiased else "biased"]
+                traits.append("pathwise" if info.pathwise else "not pathwise")
             else:
-                row = [info.family, "yes" if info.exact else "no"]
-            table.add_row(info.name, *row, options, info.description)
-        console.print(table)
+                traits = [info.family, "exact gradient" if info.exact else "reference gradient"]
+            console.print(f"  [bold]{info.name}[/]  ({escape('; '.join(traits))})")
+            console.print(f"      {escape(info.description)}")
+            for option in info.options:
+                console.print(f"      {escape(option.describe())}: {escape(option.doc)}")
+        console.print()
     return 0
 
 

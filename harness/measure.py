@@ -117,6 +117,21 @@ def batched_estimates(
     return torch.cat(chunks)
 
 
+def _roundoff(
+    problem: Problem, estimator: Estimator, num_samples: int, seed: int,
+    device: torch.device, dtype: torch.dtype,
+) -> Tensor:
+    """|ĝ − ĝ_float64| for one estimate with the same noise (noise is drawn in float64)."""
+    results = []
+    for kind in (dtype, torch.float64):
+        generator = torch.Generator(device).manual_seed(derived_seed(seed, "roundoff"))
+        results.append(
+            batched_estimates(problem.to(device, kind), estimator, num_samples=num_samples,
+                              replicates=1, generator=generator)[0].double()
+        )
+    return (results[0] - results[1]).abs()
+
+
 def derived_seed(seed: int, purpose: str) -> int:
     """A seed for a second, independent stream (e.g. the reference gradient's)."""
     value = seed
@@ -270,7 +285,12 @@ def measure(
         "true_gradient_source": source,
         "true_gradient_stderr": None if true_stderr is None else true_stderr.tolist(),
     }
-    record.update(summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps))
+    roundoff = None
+    if dtype != torch.float64 and bool((estimates.double().var(0) == 0).any()):
+        roundoff = _roundoff(problem, estimator, num_samples, seed, device, dtype)
+    record.update(
+        summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff)
+    )
 
     params = work.parameters()
     side_generator = torch.Generator(device).manual_seed(derived_seed(seed, "timing"))

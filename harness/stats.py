@@ -40,15 +40,26 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def summarise(estimates: Tensor, true: Tensor, true_stderr: Tensor | None, eps: float) -> dict:
+def summarise(
+    estimates: Tensor,
+    true: Tensor,
+    true_stderr: Tensor | None,
+    eps: float,
+    roundoff: Tensor | None = None,
+) -> dict:
     """Every metric of ``harness.record.METRICS`` that depends on the estimates alone.
 
     Args:
         estimates: ``[R, D]`` gradient estimates.
         true: ``[D]`` true (or reference) gradient.
         true_stderr: ``[D]`` standard error of a reference gradient, ``None`` if exact.
-        eps: machine epsilon of the dtype the estimates were computed in, for the round-off
-            tolerance of zero-variance coordinates.
+        eps: machine epsilon of the dtype the estimates were computed in.
+        roundoff: ``[D]`` measured round-off of one estimate (its difference from the same
+            estimate in float64), if known.
+
+    A zero-variance coordinate counts as unbiased when its bias is within round-off:
+    64 ε max(‖true‖∞, ‖mean‖∞), plus 4 times the measured round-off where it is given
+    (cancellation can make the round-off large next to a small gradient).
     """
     g = estimates.double()
     true = true.double()
@@ -63,6 +74,8 @@ def summarise(estimates: Tensor, true: Tensor, true_stderr: Tensor | None, eps: 
     bias_stderr = stderr_sq.sqrt()
     scale = max(float(true.abs().max()), float(mean.abs().max()), 1e-300)
     tolerance = torch.full_like(mean, 64 * eps * scale)
+    if roundoff is not None:
+        tolerance = tolerance + 4 * roundoff.double()
     if true.norm() > 0:
         cosine = finite_or_none(
             torch.nn.functional.cosine_similarity(g, true.expand_as(g), dim=1).mean()
