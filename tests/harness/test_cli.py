@@ -63,6 +63,17 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.parametrize(
+    "argv", [["measure", "bernoulli-toy", "reinforce", "--replicates", "many"], ["mesure"], []]
+)
+def test_usage_mistakes_are_one_line_too(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("estibench: error: ")
+
+
 def test_console_script_runs_in_a_fresh_process():
     """The installed entry point, with an unavailable device: one line, exit 2, no traceback."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
