@@ -225,3 +225,22 @@ def test_bad_arguments_are_clear_errors(kwargs, error, message):
 def test_unavailable_cuda_is_a_clear_error():
     with pytest.raises(UserError, match="CUDA is not available"):
         measure("bernoulli-toy", "reinforce", device="cuda", **QUIET)
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reinforce_variance_on_categorical_matches_enumeration(seed):
+    """One-sample REINFORCE on categorical-linear takes K values ĝ_j = c_j (e_j − p), w.p. p_j.
+
+    The sample trace-variance s² estimates σ² = E‖ĝ − μ‖²; to leading order its standard
+    deviation is sd(‖ĝ − μ‖²)/√R, both computed exactly over the K outcomes.
+    """
+    problem = PROBLEMS.make(f"categorical-linear:k=5,seed={seed}")
+    p = torch.softmax(problem.logits.detach(), -1)
+    c = problem.costs
+    values = c[:, None] * (torch.eye(5, dtype=torch.float64) - p)  # row j: ĝ when z = e_j
+    mu = (p[:, None] * values).sum(0)
+    y = ((values - mu) ** 2).sum(1)
+    var, var_y = float((p * y).sum()), float((p * y**2).sum() - (p * y).sum() ** 2)
+    record = measure(problem.spec, "reinforce", replicates=20000, seed=seed, dtype="float64", **QUIET)
+    assert abs(record["variance"] - var) <= z_threshold() * math.sqrt(var_y / 20000)
