@@ -9,11 +9,18 @@ Example:
     True
 """
 
-from estimators import exact, gumbel_softmax, reinforce, straight_through  # noqa: F401  (register)
+from estimators import (  # noqa: F401  (importing registers)
+    exact,
+    gumbel_softmax,
+    reinforce,
+    relaxed_topk,
+    straight_through,
+)
 from estimators.base import ESTIMATORS, Estimator, EstimatorInfo, ExpectedFailure, register
 from estimators.errors import IncompatibleError, SpecError, UserError
 from estimators.families import FAMILIES, draw, family_of
 from estimators.registry import Option
+from estimators.subset import Subset
 
 __all__ = [
     "ESTIMATORS",
@@ -24,6 +31,7 @@ __all__ = [
     "IncompatibleError",
     "Option",
     "SpecError",
+    "Subset",
     "UserError",
     "draw",
     "family_of",

@@ -34,7 +34,7 @@ class Reinforce(Estimator):
     info = EstimatorInfo(
         name="reinforce",
         description="Score-function estimator, optionally with a leave-one-out baseline.",
-        families=("bernoulli", "categorical"),
+        families=("bernoulli", "categorical", "subset"),
         unbiased=True,
         pathwise=False,
         options=(
@@ -45,7 +45,10 @@ class Reinforce(Estimator):
                 choices=("none", "loo"),
             ),
         ),
-        log_prob="dist.log_prob(z) of the hard sample; for independent coordinates, their sum",
+        log_prob=(
+            "dist.log_prob(z) of the hard sample: for independent coordinates their sum; for "
+            "subsets the exact probability of the unordered set (Subset.log_prob)"
+        ),
         references="Williams 1992; Kool et al. 2019",
     )
 

@@ -148,8 +148,8 @@ def true_gradient(
     reference_estimator: str = REFERENCE_ESTIMATOR,
     reference_replicates: int = 10_000,
     reference_num_samples: int = 16,
-) -> tuple[Tensor, Tensor | None, str]:
-    """(gradient [D] in float64, its standard error or None, source description)."""
+) -> tuple[Tensor, Tensor | None, str, float]:
+    """(gradient [D] in float64, its standard error or None, source, |E f| or 0 if unknown)."""
     exact_problem = problem.to(device, torch.float64)
     params = exact_problem.parameters()
     try:
@@ -158,7 +158,7 @@ def true_gradient(
         pass
     else:
         grads = torch.autograd.grad(value, params, allow_unused=True)
-        return _flatten(grads, params, 1)[0], None, "exact"
+        return _flatten(grads, params, 1)[0], None, "exact", float(value.detach().abs())
     reference = ESTIMATORS.make(reference_estimator)
     reason = incompatibility(problem, reference)
     if reason is not None or not reference.info.unbiased:
@@ -176,7 +176,7 @@ def true_gradient(
         f"reference:{reference.spec} (replicates={reference_replicates}, "
         f"num_samples={reference_num_samples})"
     )
-    return estimates.mean(0), stderr, source
+    return estimates.mean(0), stderr, source, 0.0
 
 
 def _synchronize(device: torch.device) -> None:
@@ -257,7 +257,7 @@ def measure(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
 
-    true, true_stderr, source = true_gradient(
+    true, true_stderr, source, objective_scale = true_gradient(
         problem, device=device, seed=seed, reference_replicates=reference_replicates
     )
     work = problem.to(device, dtype)
@@ -289,7 +289,8 @@ def measure(
     if dtype != torch.float64 and bool((estimates.double().var(0) == 0).any()):
         roundoff = _roundoff(problem, estimator, num_samples, seed, device, dtype)
     record.update(
-        summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff)
+        summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff,
+                  objective_scale=objective_scale)
     )
 
     params = work.parameters()

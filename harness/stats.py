@@ -46,6 +46,7 @@ def summarise(
     true_stderr: Tensor | None,
     eps: float,
     roundoff: Tensor | None = None,
+    objective_scale: float = 0.0,
 ) -> dict:
     """Every metric of ``harness.record.METRICS`` that depends on the estimates alone.
 
@@ -56,10 +57,13 @@ def summarise(
         eps: machine epsilon of the dtype the estimates were computed in.
         roundoff: ``[D]`` measured round-off of one estimate (its difference from the same
             estimate in float64), if known.
+        objective_scale: |E f|, the scale of the terms an exact gradient sums, if known.
 
     A zero-variance coordinate counts as unbiased when its bias is within round-off:
     64 ε max(‖true‖∞, ‖mean‖∞), plus 4 times the measured round-off where it is given
-    (cancellation can make the round-off large next to a small gradient).
+    (cancellation can make the round-off large next to a small gradient), plus the float64
+    round-off of the true gradient itself, 64 ε₆₄ max(‖true‖∞, |E f|) (a gradient that is zero
+    in exact arithmetic comes out of float64 autograd as about 1e-16 |E f|).
     """
     g = estimates.double()
     true = true.double()
@@ -73,7 +77,9 @@ def summarise(
         stderr_sq = stderr_sq + true_stderr.double() ** 2
     bias_stderr = stderr_sq.sqrt()
     scale = max(float(true.abs().max()), float(mean.abs().max()), 1e-300)
-    tolerance = torch.full_like(mean, 64 * eps * scale)
+    float64_eps = torch.finfo(torch.float64).eps
+    true_roundoff = 64 * float64_eps * max(float(true.abs().max()), objective_scale)
+    tolerance = torch.full_like(mean, 64 * eps * scale + true_roundoff)
     if roundoff is not None:
         tolerance = tolerance + 4 * roundoff.double()
     if true.norm() > 0:

@@ -8,6 +8,8 @@ Examples are small so that the whole suite runs in CI on two cores.
 PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "bernoulli-toy": ["bernoulli-toy", "bernoulli-toy:dim=3,target=0.499,logit=0.5"],
     "categorical-linear": ["categorical-linear:k=5", "categorical-linear:k=12,seed=3"],
+    "subset-linear": ["subset-linear:n=6,k=2", "subset-linear:n=5,k=5,seed=1"],
+    "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
@@ -16,6 +18,8 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "st-gumbel-softmax": ["st-gumbel-softmax:temperature=1.0"],
     "straight-through": ["straight-through"],
     "exact": ["exact"],
+    "relaxed-topk": ["relaxed-topk:temperature=0.5"],
+    "st-relaxed-topk": ["st-relaxed-topk:temperature=1.0"],
 }
 
 

@@ -1,0 +1,215 @@
+"""The Subset distribution: k of n items without replacement, probabilities ∝ exp(logits).
+
+Sampling is Gumbel-top-k: the k largest of logits_i + g_i, g_i ~ Gumbel(0, 1) i.i.d., which is
+exactly drawing k items one at a time without replacement, item i with probability
+exp(logits_i) / Σ_{j not yet drawn} exp(logits_j) (Vieira 2014; Kool et al. 2019; Xie & Ermon
+2019). Samples are k-hot vectors ``[*, n]``.
+
+The probability of the *unordered* set S sums over its k! orders σ:
+
+    P(S) = Σ_σ Π_j p_{σ_j} / (1 − Σ_{i<j} p_{σ_i})
+
+computed by a dynamic programme over the subsets of S, in log space, in O(2^k k) time per
+sample instead of O(k! k): with F(A) the probability that the first |A| draws are A,
+
+    log F(A) = logsumexp_{i ∈ A} [log F(A∖i) + logits_i − logsumexp_{j ∉ A∖i} logits_j].
+
+Every term is a difference of log-sum-exps, so no probability is formed by subtracting from 1.
+
+Example:
+    >>> import torch
+    >>> dist = Subset(torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])), k=2)
+    >>> support = dist.enumerate_support()
+    >>> support.shape
+    torch.Size([6, 4])
+    >>> round(float(dist.log_prob(support).exp().sum()), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+
+from estimators import noise
+from estimators.errors import UserError
+from estimators.families import register_family
+
+MAX_LOG_PROB_K = 16
+MAX_ENUMERATE = 2**16
+
+
+class _KHot(constraints.Constraint):
+    """k-hot vectors: entries in {0, 1} summing to k along the last dimension."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        binary = ((value == 0) | (value == 1)).all(-1)
+        return binary & (value.sum(-1) == self.k)
+
+
+def _masked_logsumexp(values: Tensor, keep: Tensor) -> Tensor:
+    """logsumexp over the last dimension of the entries where ``keep`` is True (-inf if none)."""
+    return torch.logsumexp(values.masked_fill(~keep, -math.inf), dim=-1)
+
+
+@functools.cache
+def _subset_tables(k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """For each popcount m = 1..k: (masks [M], members [M, m], predecessors [M, m]).
+
+    A mask is a subset of the k chosen positions as a bit pattern; member i of mask A has
+    predecessor A without i.
+    """
+    levels = []
+    for m in range(1, k + 1):
+        masks, members, preds = [], [], []
+        for combo in itertools.combinations(range(k), m):
+            mask = sum(1 << i for i in combo)
+            masks.append(mask)
+            members.append(list(combo))
+            preds.append([mask ^ (1 << i) for i in combo])
+        levels.append((torch.tensor(masks), torch.tensor(members), torch.tensor(preds)))
+    return levels
+
+
+@functools.cache
+def _mask_bits(k: int) -> Tensor:
+    """[2^k, k] booleans: bit i of each mask."""
+    masks = torch.arange(2**k)
+    return (masks[:, None] >> torch.arange(k)) & 1 == 1
+
+
+class Subset(Distribution):
+    """k items of n drawn without replacement with probabilities ∝ exp(logits).
+
+    Args:
+        logits: ``[*batch, n]`` unnormalised log-weights (shifting them changes nothing).
+        k: the number of items drawn, 1 <= k <= n.
+
+    ``log_prob`` is exact for k <= 16 (a dynamic programme over the 2^k subsets of the drawn
+    set); ``log_prob_ordered`` gives the probability of one particular order of the draw.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}
+    has_enumerate_support = True
+
+    def __init__(self, logits: Tensor, k: int, validate_args: bool | None = None) -> None:
+        if not isinstance(logits, Tensor) or logits.dim() < 1:
+            raise UserError("Subset needs logits of shape [*batch, n] with n >= 1")
+        n = logits.shape[-1]
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise UserError(f"Subset needs an integer k with 1 <= k <= n = {n}, got k={k!r}")
+        self.logits = logits
+        self.k = k
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self):
+        return _KHot(self.k)
+
+    @property
+    def n(self) -> int:
+        return self.logits.shape[-1]
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Subset, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits = self.logits.expand(batch_shape + (self.n,))
+        new.k = self.k
+        super(Subset, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def keys(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        """Gumbel-perturbed logits ``[*sample_shape, *batch, n]`` (their top-k is a sample)."""
+        shape = tuple(sample_shape) + tuple(self.logits.shape)
+        return self.logits + noise.gumbel(shape, generator, like=self.logits)
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return topk_khot(self.keys(tuple(sample_shape), None), self.k)
+
+    def log_prob_ordered(self, order: Tensor) -> Tensor:
+        """log P(first draw = order[..., 0], second = order[..., 1], ...), ``order`` [*, m].
+
+        Σ_j [logits_{σ_j} − logsumexp over the items not among σ_1..σ_{j−1}].
+        """
+        logits = self.logits.expand(order.shape[:-1] + (self.n,))
+        chosen = logits.gather(-1, order)  # [*, m]
+        remaining = torch.ones_like(logits, dtype=torch.bool)
+        total = torch.zeros_like(chosen[..., 0])
+        for j in range(order.shape[-1]):
+            total = total + chosen[..., j] - _masked_logsumexp(logits, remaining)
+            remaining = remaining.scatter(-1, order[..., j : j + 1], False)
+        return total
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Exact log-probability of the unordered set given as a k-hot ``value`` [*, n]."""
+        if self._validate_args:
+            self._validate_sample(value)
+        k = self.k
+        if k > MAX_LOG_PROB_K:
+            raise UserError(
+                f"Subset.log_prob is exact for k <= {MAX_LOG_PROB_K} (it sums over the 2^k "
+                f"subsets of the drawn set); got k={k}. Use log_prob_ordered for one order."
+            )
+        shape = torch.broadcast_shapes(value.shape, self.logits.shape)
+        logits = self.logits.expand(shape)
+        member = value.expand(shape) > 0.5  # [*, n]
+        # Positions of the k chosen items, in index order: [*, k].
+        positions = member.to(torch.int8).topk(k, dim=-1, sorted=False).indices
+        chosen = logits.gather(-1, positions)  # [*, k]
+        outside = _masked_logsumexp(logits, ~member)  # [*]: items never drawn
+        bits = _mask_bits(k).to(logits.device)  # [2^k, k]
+        # log Σ_{j ∉ A} exp(logits_j) for every subset A of the chosen items: [*, 2^k].
+        rest = _masked_logsumexp(chosen.unsqueeze(-2), ~bits)
+        rest = torch.logaddexp(rest, outside.unsqueeze(-1))
+        log_f = torch.zeros(shape[:-1] + (2**k,), dtype=logits.dtype, device=logits.device)
+        for masks, members, preds in _subset_tables(k):
+            masks, members, preds = (t.to(logits.device) for t in (masks, members, preds))
+            flat_preds = preds.reshape(-1)
+            terms = (
+                log_f.index_select(-1, flat_preds)
+                - rest.index_select(-1, flat_preds)
+                + chosen.index_select(-1, members.reshape(-1))
+            ).reshape(shape[:-1] + tuple(preds.shape))  # [*, M, m]
+            log_f = log_f.index_copy(-1, masks, torch.logsumexp(terms, dim=-1))
+        return log_f[..., -1]
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        """All C(n, k) k-hot vectors, ``[N, *batch, n]`` (``[N, 1.., n]`` unexpanded)."""
+        count = math.comb(self.n, self.k)
+        if count > MAX_ENUMERATE:
+            raise UserError(
+                f"Subset(n={self.n}, k={self.k}) has {count} subsets, more than the "
+                f"{MAX_ENUMERATE} enumerate_support lists"
+            )
+        rows = torch.zeros(count, self.n, dtype=self.logits.dtype, device=self.logits.device)
+        for row, combo in enumerate(itertools.combinations(range(self.n), self.k)):
+            rows[row, list(combo)] = 1
+        rows = rows.reshape((count,) + (1,) * len(self.batch_shape) + (self.n,))
+        return rows.expand((count,) + self.batch_shape + (self.n,)) if expand else rows
+
+
+def topk_khot(keys: Tensor, k: int) -> Tensor:
+    """k-hot of the k largest entries of ``keys`` along the last dimension."""
+    index = keys.topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(keys).scatter_(-1, index, 1.0)
+
+
+def _sample_subset(dist: Subset, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    return topk_khot(dist.keys(shape, generator), dist.k)
+
+
+register_family(Subset, "subset", _sample_subset)

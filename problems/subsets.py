@@ -1,0 +1,110 @@
+"""Objectives of a k-subset of n items (Xie & Ermon 2019's setting).
+
+z ~ Subset(softmax-weights exp(θ), k), a k-hot vector; θ and the objective's constants are
+drawn from the problem's seed. For n <= 16 the expectation is exact: the sum over the C(n, k)
+subsets S of P(S) f(S), with P(S) the exact unordered-set probability (``Subset.log_prob``),
+differentiable in θ. Beyond that ``expected_objective`` raises ``NotImplementedError`` and the
+harness uses its unbiased reference gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from estimators.errors import SpecError
+from estimators.registry import Option, at_least
+from estimators.subset import MAX_LOG_PROB_K, Subset
+from problems.base import Problem, ProblemInfo, register
+
+MAX_EXACT_N = 16
+
+OPTIONS = (
+    Option("n", 8, doc="number of items", check=at_least(2)),
+    Option("k", 3, doc="subset size, 1 <= k <= n", check=at_least(1)),
+    Option("seed", 0, doc="seed of the initial logits θ and the objective's constants",
+           check=at_least(0)),
+)
+
+
+class SubsetProblem(Problem):
+    """Shared parts: θ from the seed, the distribution, exact expectation by enumeration."""
+
+    parameter_names = ("logits",)
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        if self.k > self.n:
+            raise SpecError(f"{self.info.name} needs k <= n, got n={self.n}, k={self.k}")
+        exact = self.n <= MAX_EXACT_N and self.k <= MAX_LOG_PROB_K
+        self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
+        generator = torch.Generator().manual_seed(self.seed)
+        logits = torch.randn(self.n, generator=generator, dtype=torch.float64)
+        self.draw_constants(generator)
+        self.logits = logits.requires_grad_(True)
+
+    def draw_constants(self, generator: torch.Generator) -> None:
+        """Draw the objective's constants (after θ, from the same seeded stream)."""
+        raise NotImplementedError
+
+    def distribution(self) -> Distribution:
+        return Subset(self.logits, self.k)
+
+    def expected_objective(self) -> Tensor:
+        if not self.info.exact:
+            raise NotImplementedError(f"{self.spec}: more than {MAX_EXACT_N} items to enumerate")
+        dist = self.distribution()
+        support = dist.enumerate_support()  # [N, *batch, n]
+        return (dist.log_prob(support).exp() * self.objective(support)).sum(0)
+
+
+@register
+class SubsetLinear(SubsetProblem):
+    info = ProblemInfo(
+        name="subset-linear",
+        description="A k-subset of n items, f(z) = w·z with random weights; exact for n <= 16.",
+        family="subset",
+        exact=True,
+        relaxable=True,
+        enumerable=True,
+        options=OPTIONS,
+        references="Xie & Ermon 2019",
+    )
+
+    def draw_constants(self, generator: torch.Generator) -> None:
+        self.weights = torch.randn(self.n, generator=generator, dtype=torch.float64)
+
+    def objective(self, z: Tensor) -> Tensor:
+        return (z * self.weights).sum(-1)  # [S, *batch, n] -> [S, *batch]
+
+    def config(self) -> dict:
+        return {**super().config(), "weights": self.weights.tolist()}
+
+
+@register
+class SubsetQuadratic(SubsetProblem):
+    info = ProblemInfo(
+        name="subset-quadratic",
+        description="A k-subset of n items, f(z) = ‖z − t‖² for a fixed soft target; exact for n <= 16.",
+        family="subset",
+        exact=True,
+        relaxable=True,
+        enumerable=True,
+        options=OPTIONS,
+        references="Xie & Ermon 2019",
+    )
+
+    def draw_constants(self, generator: torch.Generator) -> None:
+        # t = 0.8 · (k-hot of k random items) + 0.2 · k/n: entries in [0, 1], summing to k.
+        chosen = torch.randperm(self.n, generator=generator)[: self.k]
+        hard = torch.zeros(self.n, dtype=torch.float64).index_fill_(0, chosen, 1.0)
+        self.target = 0.8 * hard + 0.2 * self.k / self.n
+
+    def objective(self, z: Tensor) -> Tensor:
+        return ((z - self.target) ** 2).sum(-1)
+
+    def config(self) -> dict:
+        return {**super().config(), "target": self.target.tolist()}
