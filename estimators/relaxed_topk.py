@@ -20,10 +20,11 @@ exactly, can put more than 1 on an item at moderate τ: with n = k = 2 and τ = 
 y = (a + 1/2, 3/2 − a), a = sigmoid(r_1 − r_2). That is the published relaxation, not a
 numerical error.
 
-**Memory.** Autograd through k steps keeps k sets of full-size intermediates alive. The k steps
-run in segments of about √k steps under activation checkpointing: the forward keeps only each
-segment's input keys, the backward recomputes one segment at a time, so the memory held is
-O((k/s + s) n) instead of O(k n), for about one extra forward pass of compute.
+**Memory.** Autograd through k steps would keep k sets of full-size intermediates alive. A
+custom autograd function runs the k steps without a graph, keeping only the keys at the start
+of every segment of s = ⌈√k⌉ steps; its backward recomputes one segment's keys at a time and
+applies each step's hand-derived backward (below), so it holds O((k/s + s) n) memory instead of
+O(k n), for one extra forward pass of compute.
 """
 
 from __future__ import annotations
@@ -33,33 +34,95 @@ import math
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from torch.utils.checkpoint import checkpoint
 
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.registry import Option, positive
 from estimators.subset import Subset, topk_khot
 
 
-def _step(r: Tensor, tau: float, update: bool) -> tuple[Tensor, Tensor]:
-    """One softmax step: (α [*, n], next keys r + log(1 − α) or ``r`` if not ``update``)."""
-    x = r / tau
-    lse = torch.logsumexp(x, dim=-1, keepdim=True)
-    alpha = torch.exp(x - lse)
-    if not update:
-        return alpha, r
-    is_top = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, x.argmax(-1, keepdim=True), True)
-    rest_of_top = torch.logsumexp(x.masked_fill(is_top, -math.inf), dim=-1, keepdim=True) - lse
-    # The masked_fill keeps the branch torch.where discards finite, so its gradient is too.
-    log1m_alpha = torch.where(is_top, rest_of_top, torch.log1p(-alpha.masked_fill(is_top, 0.0)))
-    return alpha, r + log1m_alpha
+class _Step:
+    """One softmax step at keys r, with what its backward needs, computed stably.
+
+    x = r/τ, z = x − max x, e = exp z, s = Σ e; α = e/s (a softmax: sums to 1 to round-off).
+    log(1 − α_i) is log1p(−α_i) for every item but the largest (α_i ≤ 1/2 there), and
+    logsumexp_{j≠top} z_j − log s for the largest.
+    """
+
+    def __init__(self, r: Tensor, tau: float) -> None:
+        z = r / tau
+        z = z - z.amax(-1, keepdim=True)
+        e = torch.exp(z)
+        s = e.sum(-1, keepdim=True)
+        self.log_s = torch.log(s)
+        self.alpha = e / s
+        self.z = z
+        self.top = torch.zeros_like(z, dtype=torch.bool).scatter_(
+            -1, z.argmax(-1, keepdim=True), True
+        )
+        # log Σ_{j≠top} e^{z_j}, without underflow: [*, 1]
+        self.log_rest = torch.logsumexp(z.masked_fill(self.top, -math.inf), -1, keepdim=True)
+
+    def log1m_alpha(self) -> Tensor:
+        others = torch.log1p(-self.alpha.masked_fill(self.top, 0.0))
+        return torch.where(self.top, self.log_rest - self.log_s, others)
+
+    def backward(self, grad_alpha: Tensor, grad_next: Tensor | None, tau: float) -> Tensor:
+        """∂/∂r of ⟨grad_alpha, α⟩ + ⟨grad_next, r + log(1 − α)⟩ (grad_next None: no update).
+
+        Softmax part: α ⊙ (g − ⟨α, g⟩). Update part, with u = grad_next, β_i = α_i/(1 − α_i)
+        and W = Σ_{i≠top} u_i β_i (every term bounded, since α_i ≤ 1/2 off the top):
+            l ≠ top: α_l (W − u_l β_l − u_l) + u_top α_top · α_l/(1 − α_top)
+            l = top: α_top (W − u_top)
+        where α_l/(1 − α_top) = exp(z_l − log Σ_{j≠top} e^{z_j}) ∈ [0, 1] never overflows.
+        """
+        alpha, top = self.alpha, self.top
+        grad_x = alpha * (grad_alpha - (alpha * grad_alpha).sum(-1, keepdim=True))
+        if grad_next is None:
+            return grad_x / tau
+        u = grad_next
+        beta = (alpha / (1 - alpha)).masked_fill(top, 0.0)
+        w = (u * beta).sum(-1, keepdim=True)
+        u_top = (u * top).sum(-1, keepdim=True)
+        alpha_top = (alpha * top).sum(-1, keepdim=True)
+        ratio = torch.exp(self.z - self.log_rest).masked_fill(top, 0.0)
+        off_top = alpha * (w - u * beta - u) + u_top * alpha_top * ratio
+        on_top = alpha_top * (w - u_top)
+        grad_x = grad_x + torch.where(top, on_top, off_top)
+        return grad_next + grad_x / tau
 
 
-def _segment(r: Tensor, tau: float, steps: int, last: bool) -> tuple[Tensor, Tensor]:
-    total = None
-    for j in range(steps):
-        alpha, r = _step(r, tau, update=not (last and j == steps - 1))
-        total = alpha if total is None else total + alpha
-    return total, r
+class _RelaxedTopK(torch.autograd.Function):
+    """Forward: k steps, keeping only every ``segment``-th keys. Backward: per segment, in
+    reverse, recompute its keys, then apply each step's hand-derived backward."""
+
+    @staticmethod
+    def forward(ctx, keys: Tensor, k: int, tau: float, segment: int) -> Tensor:
+        checkpoints = []
+        total = torch.zeros_like(keys)
+        r = keys
+        for j in range(k):
+            if j % segment == 0:
+                checkpoints.append(r)
+            step = _Step(r, tau)
+            total += step.alpha
+            if j < k - 1:
+                r = r + step.log1m_alpha()
+        ctx.save_for_backward(*checkpoints)
+        ctx.k, ctx.tau, ctx.segment = k, tau, segment
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        k, tau, segment = ctx.k, ctx.tau, ctx.segment
+        checkpoints = ctx.saved_tensors
+        grad_r = None  # gradient with respect to the keys after the current step
+        for start in reversed(range(0, k, segment)):
+            states = [checkpoints[start // segment]]
+            for _ in range(start + 1, min(start + segment, k)):
+                states.append(states[-1] + _Step(states[-1], tau).log1m_alpha())
+            while states:
+                grad_r = _Step(states.pop(), tau).backward(grad_total, grad_r, tau)
+        return grad_r, None, None, None
 
 
 def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None) -> Tensor:
@@ -69,8 +132,8 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
         keys: Gumbel-perturbed logits, ``[*, n]``.
         k: subset size, 1 <= k <= n.
         tau: temperature > 0.
-        segment: steps per checkpointed segment (default ⌈√k⌉); ``segment >= k`` disables
-            checkpointing.
+        segment: steps per segment (default ⌈√k⌉): the forward keeps k/segment keys, the
+            backward recomputes and holds one segment's keys at a time.
 
     Example:
         >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.1)
@@ -83,19 +146,7 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"relaxed_topk needs a finite temperature > 0, got {tau}")
     segment = segment or math.ceil(math.sqrt(k))
-    use_checkpoint = torch.is_grad_enabled() and keys.requires_grad and segment < k
-    total, r = None, keys
-    for start in range(0, k, segment):
-        steps = min(segment, k - start)
-        last = start + steps == k
-        if use_checkpoint:
-            part, r = checkpoint(
-                _segment, r, tau, steps, last, use_reentrant=False, preserve_rng_state=False
-            )
-        else:
-            part, r = _segment(r, tau, steps, last)
-        total = part if total is None else total + part
-    return total
+    return _RelaxedTopK.apply(keys, k, float(tau), segment)
 
 
 def reference_port_relaxed_topk(keys: Tensor, k: int, tau: float) -> Tensor:

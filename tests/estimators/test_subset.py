@@ -1,0 +1,132 @@
+"""The Subset distribution: exact probabilities, sampling, shapes and input checks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from estimators import Subset, UserError, draw
+from tests.statistical import ALPHA
+
+
+def brute_force_log_prob(logits: Tensor, chosen: tuple[int, ...]) -> float:
+    """log Σ over the k! orders of Π_j p_{σ_j} / (1 − Σ_{i<j} p_{σ_i}), in float64."""
+    p = torch.softmax(logits.double(), -1).tolist()
+    total = 0.0
+    for order in itertools.permutations(chosen):
+        prob, used = 1.0, 0.0
+        for item in order:
+            prob *= p[item] / (1 - used)
+            used += p[item]
+        total += prob
+    return math.log(total)
+
+
+Tensor = torch.Tensor
+
+
+@pytest.mark.parametrize("n, k", [(4, 2), (6, 3), (5, 1), (5, 5), (7, 4)])
+def test_log_prob_equals_the_sum_over_orders(n, k):
+    logits = torch.randn(n, generator=torch.Generator().manual_seed(n * 10 + k), dtype=torch.float64)
+    dist = Subset(logits, k)
+    for chosen in itertools.combinations(range(n), k):
+        khot = torch.zeros(n, dtype=torch.float64)
+        khot[list(chosen)] = 1
+        assert float(dist.log_prob(khot)) == pytest.approx(brute_force_log_prob(logits, chosen), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, k", [(4, 2), (8, 3), (10, 5), (6, 6)])
+def test_probabilities_sum_to_one_over_the_support(n, k, dtype):
+    logits = torch.randn(3, n, generator=torch.Generator().manual_seed(k), dtype=dtype) * 3
+    dist = Subset(logits, k)
+    support = dist.enumerate_support()
+    assert support.shape == (math.comb(n, k), 3, n)
+    total = dist.log_prob(support).exp().sum(0)
+    torch.testing.assert_close(total, torch.ones(3, dtype=dtype), rtol=0, atol=50 * torch.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("magnitude", [100.0, 1000.0])
+def test_log_prob_is_stable_for_extreme_logits(magnitude):
+    logits = torch.tensor([magnitude, -magnitude, 0.0, magnitude / 2, -3.0])
+    dist = Subset(logits, 2)
+    support = dist.enumerate_support()
+    log_p = dist.log_prob(support)
+    assert not torch.isnan(log_p).any() and (log_p <= 1e-6).all()
+    assert float(log_p.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    # The two largest items are drawn with probability ≈ 1.
+    assert float(dist.log_prob(torch.tensor([1.0, 0, 0, 1, 0]))) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_ordered_probabilities_sum_to_the_unordered_one():
+    logits = torch.randn(6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dist = Subset(logits, 3)
+    chosen = (0, 2, 5)
+    orders = torch.tensor(list(itertools.permutations(chosen)))
+    khot = torch.zeros(6, dtype=torch.float64)
+    khot[list(chosen)] = 1
+    torch.testing.assert_close(torch.logsumexp(dist.log_prob_ordered(orders), 0), dist.log_prob(khot))
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("n, k", [(5, 2), (6, 3)])
+def test_sample_frequencies_match_exp_log_prob(n, k):
+    """Pearson χ² goodness of fit over all C(n, k) subsets; fails with probability α if correct."""
+    logits = torch.randn(n, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    dist = Subset(logits, k)
+    samples = draw(dist, 40000, torch.Generator().manual_seed(4))  # [S, n]
+    assert ((samples == 0) | (samples == 1)).all() and (samples.sum(-1) == k).all()
+    support = dist.enumerate_support()
+    expected = dist.log_prob(support).exp() * len(samples)
+    codes = samples @ (2.0 ** torch.arange(n, dtype=torch.float64))
+    support_codes = support @ (2.0 ** torch.arange(n, dtype=torch.float64))
+    observed = (codes[:, None] == support_codes[None, :]).sum(0).double()
+    assert observed.sum() == len(samples)
+    pvalue = stats.chisquare(observed.numpy(), expected.detach().numpy()).pvalue
+    assert pvalue > ALPHA
+
+
+def test_torch_style_sample_and_batch_shapes():
+    dist = Subset(torch.zeros(2, 3, 7), 4)
+    assert dist.batch_shape == (2, 3) and dist.event_shape == (7,)
+    sample = dist.sample((5,))
+    assert sample.shape == (5, 2, 3, 7) and (sample.sum(-1) == 4).all()
+    assert dist.log_prob(sample).shape == (5, 2, 3)
+    expanded = dist.expand((4, 2, 3))
+    assert expanded.batch_shape == (4, 2, 3) and expanded.k == 4
+    assert dist.enumerate_support(expand=False).shape == (35, 1, 1, 7)
+
+
+def test_log_prob_is_differentiable():
+    logits = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    dist = Subset(logits, 2)
+    (grad,) = torch.autograd.grad(dist.log_prob(torch.tensor([1.0, 1, 0, 0, 0], dtype=torch.float64)), logits)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert float(grad.sum()) == pytest.approx(0.0, abs=1e-12)  # invariant to shifting the logits
+
+
+@pytest.mark.parametrize("k", [0, 6, -1, 2.5, True])
+def test_invalid_k_is_a_clear_error(k):
+    with pytest.raises(UserError, match="1 <= k <= n = 5"):
+        Subset(torch.zeros(5), k)
+
+
+def test_non_finite_logits_are_rejected():
+    with pytest.raises(ValueError, match="logits"):
+        Subset(torch.tensor([0.0, float("nan"), 1.0]), 1)
+
+
+def test_values_outside_the_support_are_rejected():
+    dist = Subset(torch.zeros(4), 2)
+    with pytest.raises(ValueError):
+        dist.log_prob(torch.tensor([1.0, 1.0, 1.0, 0.0]))
+
+
+def test_log_prob_beyond_k_16_says_so():
+    dist = Subset(torch.zeros(20), 17, validate_args=False)
+    with pytest.raises(UserError, match="k <= 16"):
+        dist.log_prob(dist.sample())
