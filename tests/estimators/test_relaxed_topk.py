@@ -103,10 +103,11 @@ def test_an_item_whose_alpha_rounds_to_one_is_not_drawn_twice(dtype):
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
-@pytest.mark.parametrize("tau", [0.1, 1e-2, 1e-3, 1e-5])
+@pytest.mark.parametrize("tau", [1e-2, 1e-3, 1e-5])
 def test_tends_to_the_top_k_sample_as_temperature_falls(k, tau):
     """Where the k + 1 largest keys are at least 40τ apart, every softmax step is one-hot to
-    within about n·e^{-40}, so y equals the top-k sample to 1e-12."""
+    within about n·e^{-40}, and the winner's key then falls by about gap/τ ≥ 400, below every
+    other key (the keys span about 80), so y equals the top-k sample to 1e-12."""
     logits = torch.linspace(-35, 35, 8, dtype=torch.float64)  # 10 apart: most draws separate
     keys = gumbel_keys(logits, 2000, seed=k)
     ordered = keys.sort(-1, descending=True).values
