@@ -21,10 +21,10 @@ y = (a + 1/2, 3/2 − a), a = sigmoid(r_1 − r_2). That is the published relaxa
 numerical error.
 
 **Memory.** Autograd through k steps would keep k sets of full-size intermediates alive. A
-custom autograd function runs the k steps without a graph, keeping only the keys at the start
-of every segment of s = ⌈√k⌉ steps; its backward recomputes one segment's keys at a time and
-applies each step's hand-derived backward (below), so it holds O((k/s + s) n) memory instead of
-O(k n), for one extra forward pass of compute.
+custom autograd function runs the k steps in place without a graph. Past a small size it keeps
+only the keys at the start of every segment of s = ⌈√k⌉ steps; its backward recomputes one
+segment at a time and applies each step's hand-derived backward (``_backward_step``), so it
+holds O((k/s + s) n) memory instead of O(k n), for one extra forward pass of compute.
 """
 
 from __future__ import annotations
@@ -40,89 +40,117 @@ from estimators.registry import Option, positive
 from estimators.subset import Subset, topk_khot
 
 
-class _Step:
-    """One softmax step at keys r, with what its backward needs, computed stably.
+_STORE_ALL_ELEMENTS = 2**18  # keep every step when k · numel(keys) is at most this (1 MiB f32)
 
-    x = r/τ, z = x − max x, e = exp z, s = Σ e; α = e/s (a softmax: sums to 1 to round-off).
-    log(1 − α_i) is log1p(−α_i) for every item but the largest (α_i ≤ 1/2 there), and
-    logsumexp_{j≠top} z_j − log s for the largest.
+
+def _log_rest(rest: Tensor, log_alpha: Tensor, top: Tensor) -> Tensor:
+    """log(1 − α_top) = log Σ_{j≠top} α_j, from the sum ``rest`` when it is well above the
+    underflow threshold, else exactly as a log-sum-exp of the others' log α."""
+    log_rest = rest.log()
+    small = rest < torch.finfo(rest.dtype).tiny * 2**20
+    if bool(small.any()):  # every other α underflowed: recompute those rows in log space
+        exact = torch.logsumexp(log_alpha.masked_fill(top, -math.inf), -1, keepdim=True)
+        log_rest = torch.where(small, exact, log_rest)
+    return log_rest
+
+
+def _forward_step(
+    r: Tensor, tau: float, total: Tensor | None, update: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One step, in place: ``total += α`` and, if ``update``, ``r += log(1 − α)``.
+
+    Returns what the backward of the step needs: (log α, the mask of the item with α > 1/2,
+    log(1 − α) of that item). At most one item per row has α > 1/2; for every other item
+    ``log1p(−α)`` is accurate, and for that one ``log(1 − α) = log Σ_{j≠top} α_j``: never 1
+    minus a number close to 1.
     """
+    log_alpha = torch.log_softmax(r / tau, dim=-1)
+    alpha = log_alpha.exp()
+    if total is not None:
+        total.add_(alpha)
+    if not update:
+        return log_alpha, None, None
+    top = alpha > 0.5
+    alpha.masked_fill_(top, 0.0)
+    log_rest = _log_rest(alpha.sum(-1, keepdim=True), log_alpha, top)
+    log1m = torch.log1p(alpha.neg_(), out=alpha)
+    r.add_(torch.where(top, log_rest, log1m))
+    return log_alpha, top, log_rest
 
-    def __init__(self, r: Tensor, tau: float) -> None:
-        z = r / tau
-        z = z - z.amax(-1, keepdim=True)
-        e = torch.exp(z)
-        s = e.sum(-1, keepdim=True)
-        self.log_s = torch.log(s)
-        self.alpha = e / s
-        self.z = z
-        self.top = torch.zeros_like(z, dtype=torch.bool).scatter_(
-            -1, z.argmax(-1, keepdim=True), True
-        )
-        # log Σ_{j≠top} e^{z_j}, without underflow: [*, 1]
-        self.log_rest = torch.logsumexp(z.masked_fill(self.top, -math.inf), -1, keepdim=True)
 
-    def log1m_alpha(self) -> Tensor:
-        others = torch.log1p(-self.alpha.masked_fill(self.top, 0.0))
-        return torch.where(self.top, self.log_rest - self.log_s, others)
+def _backward_step(
+    log_alpha: Tensor, top: Tensor | None, log_rest: Tensor | None,
+    grad_total: Tensor, grad_next: Tensor | None, tau: float,
+) -> Tensor:
+    """∂/∂r of ⟨grad_total, α⟩ + ⟨grad_next, r + log(1 − α)⟩ (no update if grad_next is None).
 
-    def backward(self, grad_alpha: Tensor, grad_next: Tensor | None, tau: float) -> Tensor:
-        """∂/∂r of ⟨grad_alpha, α⟩ + ⟨grad_next, r + log(1 − α)⟩ (grad_next None: no update).
-
-        Softmax part: α ⊙ (g − ⟨α, g⟩). Update part, with u = grad_next, β_i = α_i/(1 − α_i)
-        and W = Σ_{i≠top} u_i β_i (every term bounded, since α_i ≤ 1/2 off the top):
-            l ≠ top: α_l (W − u_l β_l − u_l) + u_top α_top · α_l/(1 − α_top)
-            l = top: α_top (W − u_top)
-        where α_l/(1 − α_top) = exp(z_l − log Σ_{j≠top} e^{z_j}) ∈ [0, 1] never overflows.
-        """
-        alpha, top = self.alpha, self.top
-        grad_x = alpha * (grad_alpha - (alpha * grad_alpha).sum(-1, keepdim=True))
-        if grad_next is None:
-            return grad_x / tau
-        u = grad_next
-        beta = (alpha / (1 - alpha)).masked_fill(top, 0.0)
-        w = (u * beta).sum(-1, keepdim=True)
-        u_top = (u * top).sum(-1, keepdim=True)
-        alpha_top = (alpha * top).sum(-1, keepdim=True)
-        ratio = torch.exp(self.z - self.log_rest).masked_fill(top, 0.0)
-        off_top = alpha * (w - u * beta - u) + u_top * alpha_top * ratio
-        on_top = alpha_top * (w - u_top)
-        grad_x = grad_x + torch.where(top, on_top, off_top)
-        return grad_next + grad_x / tau
+    Softmax part: α ⊙ (g − ⟨α, g⟩). Update part, with u = grad_next, β_i = α_i/(1 − α_i),
+    W = Σ_{i≠top} u_i β_i (bounded: α_i ≤ 1/2 off the top) and u_top = α_top = 0 in a row
+    where no item has α > 1/2:
+        l ≠ top: α_l W − u_l β_l + u_top α_top · α_l/(1 − α_top)
+        l = top: α_top (W − u_top)
+    where α_l/(1 − α_top) = exp(log α_l − log(1 − α_top)) ∈ [0, 1] never overflows.
+    """
+    alpha = log_alpha.exp()
+    grad_x = torch._softmax_backward_data(grad_total, alpha, -1, alpha.dtype)
+    if grad_next is None:
+        return grad_x.div_(tau)
+    u = grad_next
+    alpha_top = (alpha * top).sum(-1, keepdim=True)
+    u_top = (u * top).sum(-1, keepdim=True)
+    u_beta = (alpha / (1 - alpha)).masked_fill_(top, 0.0).mul_(u)
+    w = u_beta.sum(-1, keepdim=True)
+    update = (log_alpha - log_rest).exp_().mul_(u_top * alpha_top)  # u_top α_top · ratio
+    update.addcmul_(alpha, w.expand_as(alpha)).sub_(u_beta)
+    update = torch.where(top, alpha_top * (w - u_top), update)
+    return torch.add(u, grad_x.add_(update), alpha=1 / tau)
 
 
 class _RelaxedTopK(torch.autograd.Function):
-    """Forward: k steps, keeping only every ``segment``-th keys. Backward: per segment, in
-    reverse, recompute its keys, then apply each step's hand-derived backward."""
+    """Forward without a graph; backward by hand, from kept or recomputed steps.
+
+    Small problems (k · numel ≤ 2^18) keep every step's (log α, top, log(1 − α_top)) from the
+    forward. Larger ones keep only the keys at the start of each segment of ``segment`` steps
+    and, in the backward, recompute one segment at a time.
+    """
 
     @staticmethod
-    def forward(ctx, keys: Tensor, k: int, tau: float, segment: int) -> Tensor:
-        checkpoints = []
-        total = torch.zeros_like(keys)
-        r = keys
+    def forward(ctx, keys: Tensor, k: int, tau: float, segment: int | None) -> Tensor:
+        store_all = segment is None and k * keys.numel() <= _STORE_ALL_ELEMENTS
+        segment = segment or math.ceil(math.sqrt(k))
+        r = keys.detach().clone()
+        total = torch.zeros_like(r)
+        checkpoints, records = [], []
         for j in range(k):
-            if j % segment == 0:
-                checkpoints.append(r)
-            step = _Step(r, tau)
-            total += step.alpha
-            if j < k - 1:
-                r = r + step.log1m_alpha()
+            if not store_all and j % segment == 0:
+                checkpoints.append(r.clone())
+            record = _forward_step(r, tau, total, update=j < k - 1)
+            if store_all:
+                records.append(record)
+        ctx.k, ctx.tau, ctx.segment, ctx.records = k, tau, segment, records
         ctx.save_for_backward(*checkpoints)
-        ctx.k, ctx.tau, ctx.segment = k, tau, segment
         return total
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_total: Tensor):
         k, tau, segment = ctx.k, ctx.tau, ctx.segment
+        grad = None  # gradient with respect to the keys after the current step
+        if ctx.records:
+            for record in reversed(ctx.records):
+                grad = _backward_step(*record, grad_total, grad, tau)
+            ctx.records = []
+            return grad, None, None, None
         checkpoints = ctx.saved_tensors
-        grad_r = None  # gradient with respect to the keys after the current step
         for start in reversed(range(0, k, segment)):
-            states = [checkpoints[start // segment]]
-            for _ in range(start + 1, min(start + segment, k)):
-                states.append(states[-1] + _Step(states[-1], tau).log1m_alpha())
-            while states:
-                grad_r = _Step(states.pop(), tau).backward(grad_total, grad_r, tau)
-        return grad_r, None, None, None
+            r = checkpoints[start // segment].clone()
+            records = [
+                _forward_step(r, tau, None, update=j < k - 1)
+                for j in range(start, min(start + segment, k))
+            ]
+            while records:
+                grad = _backward_step(*records.pop(), grad_total, grad, tau)
+        return grad, None, None, None
 
 
 def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None) -> Tensor:
@@ -132,8 +160,9 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
         keys: Gumbel-perturbed logits, ``[*, n]``.
         k: subset size, 1 <= k <= n.
         tau: temperature > 0.
-        segment: steps per segment (default ⌈√k⌉): the forward keeps k/segment keys, the
-            backward recomputes and holds one segment's keys at a time.
+        segment: steps per segment: the forward keeps k/segment keys, the backward
+            recomputes and holds one segment's steps at a time. By default every step is
+            kept when k · numel(keys) <= 2^18, else segments of ⌈√k⌉ steps.
 
     Example:
         >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.1)
@@ -145,7 +174,6 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
         raise ValueError(f"relaxed_topk needs 1 <= k <= n = {n}, got k={k}")
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"relaxed_topk needs a finite temperature > 0, got {tau}")
-    segment = segment or math.ceil(math.sqrt(k))
     return _RelaxedTopK.apply(keys, k, float(tau), segment)
 
 

@@ -1,0 +1,53 @@
+"""asv suite: relaxed top-k forward + backward, estibench's kernel against the reference port.
+
+Parameters are the same whatever is installed; combinations that cannot run here (k > n, CUDA
+without a GPU) are skipped in ``setup`` by raising ``NotImplementedError``.
+
+- ``time_forward_backward``: one forward and backward, device synchronised.
+- ``track_peak_tensor_bytes``: peak tensor memory of one forward + backward (CPU: the
+  profiler's allocation events, as in the harness; CUDA: the allocator's peak), unit bytes.
+- ``peakmem_forward_backward``: asv's host peak RSS of the process (coarse; includes torch).
+"""
+
+import torch
+
+from estimators.relaxed_topk import reference_port_relaxed_topk, relaxed_topk
+from harness.memory import peak_memory
+
+KERNELS = {"estibench": relaxed_topk, "reference-port": reference_port_relaxed_topk}
+
+
+class RelaxedTopK:
+    params = (["estibench", "reference-port"], [100, 1000, 10000], [1, 10, 100], [1, 64],
+              ["cpu", "cuda"])
+    param_names = ["kernel", "n", "k", "batch", "device"]
+    timeout = 300
+
+    def setup(self, kernel, n, k, batch, device):
+        if k > n:
+            raise NotImplementedError("k > n")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise NotImplementedError("no CUDA device")
+        self.device = torch.device(device)
+        generator = torch.Generator(self.device).manual_seed(0)
+        self.keys = torch.randn(batch, n, generator=generator, device=self.device)
+        self.weights = torch.randn(batch, n, generator=generator, device=self.device)
+        self.fn = KERNELS[kernel]
+        self.k = k
+
+    def _run(self):
+        x = self.keys.detach().requires_grad_(True)
+        (self.fn(x, self.k, 0.5) * self.weights).sum().backward()
+
+    def time_forward_backward(self, *args):
+        self._run()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def track_peak_tensor_bytes(self, *args):
+        return peak_memory(self._run, self.device)[0]
+
+    track_peak_tensor_bytes.unit = "bytes"
+
+    def peakmem_forward_backward(self, *args):
+        self._run()
