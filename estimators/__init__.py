@@ -12,6 +12,7 @@ Example:
 from estimators import (  # noqa: F401  (importing registers)
     exact,
     gumbel_softmax,
+    neuralsort,
     reinforce,
     relaxed_topk,
     straight_through,
@@ -19,6 +20,7 @@ from estimators import (  # noqa: F401  (importing registers)
 from estimators.base import ESTIMATORS, Estimator, EstimatorInfo, ExpectedFailure, register
 from estimators.errors import IncompatibleError, SpecError, UserError
 from estimators.families import FAMILIES, draw, family_of
+from estimators.plackett_luce import PlackettLuce
 from estimators.registry import Option
 from estimators.subset import Subset
 
@@ -30,6 +32,7 @@ __all__ = [
     "ExpectedFailure",
     "IncompatibleError",
     "Option",
+    "PlackettLuce",
     "SpecError",
     "Subset",
     "UserError",

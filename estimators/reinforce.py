@@ -34,7 +34,7 @@ class Reinforce(Estimator):
     info = EstimatorInfo(
         name="reinforce",
         description="Score-function estimator, optionally with a leave-one-out baseline.",
-        families=("bernoulli", "categorical", "subset"),
+        families=("bernoulli", "categorical", "subset", "permutation"),
         unbiased=True,
         pathwise=False,
         options=(
@@ -47,7 +47,8 @@ class Reinforce(Estimator):
         ),
         log_prob=(
             "dist.log_prob(z) of the hard sample: for independent coordinates their sum; for "
-            "subsets the exact probability of the unordered set (Subset.log_prob)"
+            "subsets the exact probability of the unordered set (Subset.log_prob); for "
+            "permutations the Plackett-Luce probability of the ranking"
         ),
         references="Williams 1992; Kool et al. 2019",
     )

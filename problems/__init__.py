@@ -9,7 +9,12 @@ Example:
     'bernoulli-toy:dim=3,target=0.45,logit=0.0'
 """
 
-from problems import bernoulli_toy, categorical_linear, subsets  # noqa: F401  (register)
+from problems import (  # noqa: F401  (importing registers)
+    bernoulli_toy,
+    categorical_linear,
+    permutations,
+    subsets,
+)
 from problems.base import PROBLEMS, Problem, ProblemInfo, register
 
 __all__ = ["PROBLEMS", "Problem", "ProblemInfo", "register"]

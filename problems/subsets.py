@@ -61,17 +61,17 @@ class SubsetProblem(Problem):
         return (dist.log_prob(support).exp() * self.objective(support)).sum(0)
 
 
+def _info(name: str, description: str) -> ProblemInfo:
+    return ProblemInfo(
+        name=name, description=description, family="subset", exact=True, relaxable=True,
+        enumerable=True, options=OPTIONS, references="Xie & Ermon 2019",
+    )
+
+
 @register
 class SubsetLinear(SubsetProblem):
-    info = ProblemInfo(
-        name="subset-linear",
-        description="A k-subset of n items, f(z) = w·z with random weights; exact for n <= 16.",
-        family="subset",
-        exact=True,
-        relaxable=True,
-        enumerable=True,
-        options=OPTIONS,
-        references="Xie & Ermon 2019",
+    info = _info(
+        "subset-linear", "A k-subset of n items, f(z) = w·z with random weights; exact for n <= 16."
     )
 
     def draw_constants(self, generator: torch.Generator) -> None:
@@ -86,15 +86,9 @@ class SubsetLinear(SubsetProblem):
 
 @register
 class SubsetQuadratic(SubsetProblem):
-    info = ProblemInfo(
-        name="subset-quadratic",
-        description="A k-subset of n items, f(z) = ‖z − t‖² for a fixed soft target; exact for n <= 16.",
-        family="subset",
-        exact=True,
-        relaxable=True,
-        enumerable=True,
-        options=OPTIONS,
-        references="Xie & Ermon 2019",
+    info = _info(
+        "subset-quadratic",
+        "A k-subset of n items, f(z) = ‖z − t‖² for a fixed soft target; exact for n <= 16.",
     )
 
     def draw_constants(self, generator: torch.Generator) -> None:

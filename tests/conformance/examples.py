@@ -10,6 +10,8 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "categorical-linear": ["categorical-linear:k=5", "categorical-linear:k=12,seed=3"],
     "subset-linear": ["subset-linear:n=6,k=2", "subset-linear:n=5,k=5,seed=1"],
     "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
+    "permutation-assignment": ["permutation-assignment:n=4", "permutation-assignment:n=5,seed=2"],
+    "permutation-sort": ["permutation-sort:n=4,seed=1", "permutation-sort:n=3"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
@@ -20,6 +22,9 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "exact": ["exact"],
     "relaxed-topk": ["relaxed-topk:temperature=0.5"],
     "st-relaxed-topk": ["st-relaxed-topk:temperature=1.0"],
+    "neuralsort": ["neuralsort:temperature=1.0", "neuralsort:temperature=0.5,stochastic=false"],
+    "softsort": ["softsort:temperature=0.5"],
+    "st-neuralsort": ["st-neuralsort:temperature=1.0"],
 }
 
 

@@ -1,0 +1,189 @@
+"""Continuous relaxations of sorting: NeuralSort (Grover et al. 2019) and SoftSort (Prillo &
+Eisenschlos 2020), and the estimators built on them.
+
+NeuralSort: with A_s[i, j] = |s_i − s_j|, row i of the relaxed permutation matrix (the item at
+rank i, descending) is
+
+    P̂[i, :] = softmax(((n + 1 − 2i) s − A_s 1) / τ),    i = 1..n,
+
+unimodal and row-stochastic, tending to the sorting permutation as τ → 0. A_s 1 (the row sums
+of |s_i − s_j|) takes O(n log n) by sorting and prefix sums; the n × n × n product of the
+reference code is never formed. The logits of row i, column j are a rank-two bilinear form,
+q_i · k_j with q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a
+block of rows at a time without the n × n matrix (``neuralsort_apply``).
+
+SoftSort: P̂[i, j] = softmax_j(−|sort(s)_i − s_j| / τ), sort descending.
+
+Stochastic variants relax the Plackett-Luce sample: the scores s + g with g ~ Gumbel(0, 1) i.i.d.,
+whose descending sort is an exact sample (Grover et al. 2019).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+from torch.utils.checkpoint import checkpoint
+
+from estimators.base import Estimator, EstimatorInfo, Objective, register
+from estimators.plackett_luce import PlackettLuce, permutation_matrix_of
+from estimators.registry import Option, positive
+
+
+def pairwise_abs_row_sums(s: Tensor) -> Tensor:
+    """(A_s 1)_j = Σ_k |s_j − s_k| for ``s`` ``[*, n]``, in O(n log n).
+
+    With a the scores sorted ascending and c their prefix sums, the item at sorted position p
+    (0-based) has Σ = a_p (2p + 2 − n) + c_{n−1} − 2 c_p.
+    """
+    n = s.shape[-1]
+    ascending, index = s.sort(dim=-1)
+    prefix = ascending.cumsum(dim=-1)
+    position = torch.arange(n, device=s.device, dtype=s.dtype)
+    sums = ascending * (2 * position + 2 - n) + prefix[..., -1:] - 2 * prefix
+    return torch.empty_like(sums).scatter_(-1, index, sums)
+
+
+def _rank_coefficients(n: int, like: Tensor) -> Tensor:
+    """n + 1 − 2i for i = 1..n, ``[n]``."""
+    return n + 1 - 2 * torch.arange(1, n + 1, device=like.device, dtype=like.dtype)
+
+
+def neuralsort(s: Tensor, tau: float) -> Tensor:
+    """The NeuralSort relaxed permutation matrix ``[*, n, n]`` of scores ``s`` ``[*, n]``.
+
+    Example:
+        >>> p = neuralsort(torch.tensor([0.1, 2.0, -1.0]), tau=1e-3)
+        >>> p.argmax(-1).tolist()
+        [1, 0, 2]
+    """
+    n = s.shape[-1]
+    row_sums = pairwise_abs_row_sums(s)  # [*, n]
+    logits = _rank_coefficients(n, s)[:, None] * s.unsqueeze(-2) - row_sums.unsqueeze(-2)
+    return torch.softmax(logits / tau, dim=-1)  # [*, n, n]
+
+
+def softsort(s: Tensor, tau: float) -> Tensor:
+    """The SoftSort relaxed permutation matrix ``[*, n, n]`` of scores ``s`` ``[*, n]``."""
+    ranked = s.sort(dim=-1, descending=True).values  # [*, n]
+    return torch.softmax(-(ranked.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau, dim=-1)
+
+
+def _neuralsort_rows(s: Tensor, row_sums: Tensor, values: Tensor, coefficients: Tensor,
+                     tau: float) -> Tensor:
+    logits = coefficients[:, None] * s.unsqueeze(-2) - row_sums.unsqueeze(-2)  # [*, B, n]
+    return torch.softmax(logits / tau, dim=-1) @ values  # [*, B, d]
+
+
+def neuralsort_apply(s: Tensor, values: Tensor, tau: float, *, block: int | None = None) -> Tensor:
+    """P̂(s) @ values without materialising P̂: ``s`` ``[*, n]``, ``values`` ``[*, n, d]``.
+
+    Rows of P̂ are independent softmaxes, so P̂ V is computed ``block`` rows at a time, each
+    block under activation checkpointing: forward and backward hold O(block · n) memory for
+    the relaxed matrix instead of O(n²). Default block: ⌈2^20 / n⌉ rows (about 4 MiB of
+    float32 logits per block).
+    """
+    n = s.shape[-1]
+    block = block or max(1, math.ceil(2**20 / n))
+    row_sums = pairwise_abs_row_sums(s)
+    coefficients = _rank_coefficients(n, s)
+    outputs = []
+    for start in range(0, n, block):
+        rows = coefficients[start : start + block]
+        if torch.is_grad_enabled() and (s.requires_grad or values.requires_grad):
+            outputs.append(checkpoint(_neuralsort_rows, s, row_sums, values, rows, tau,
+                                      use_reentrant=False, preserve_rng_state=False))
+        else:
+            outputs.append(_neuralsort_rows(s, row_sums, values, rows, tau))
+    return torch.cat(outputs, dim=-2)
+
+
+RELAXATIONS = {"neuralsort": neuralsort, "softsort": softsort}
+
+
+def _options(default_tau: float) -> tuple[Option, ...]:
+    return (
+        Option("temperature", default_tau, doc="relaxation temperature τ > 0", check=positive),
+        Option("stochastic", True,
+               doc="relax the Plackett-Luce sample (scores + Gumbel); false: relax the scores "
+                   "themselves, a deterministic and biased-by-construction surrogate"),
+    )
+
+
+class _SortRelaxation(Estimator):
+    relaxation: str
+
+    def relaxed(self, dist: Distribution, num_samples: int,
+                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(relaxed matrices ``[S, *batch, n, n]``, the scores they relax ``[S, *batch, n]``)."""
+        self.check_inputs(dist, num_samples)
+        if not isinstance(dist, PlackettLuce):
+            raise TypeError(f"{self.info.name} needs a PlackettLuce distribution")
+        if self.stochastic:
+            keys = dist.keys((num_samples,), generator)
+        else:  # deterministic: the same relaxation for every sample
+            keys = dist.scores.unsqueeze(0).expand((num_samples,) + dist.scores.shape)
+        return RELAXATIONS[self.relaxation](keys, self.temperature), keys
+
+    def surrogate(
+        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        relaxed, _ = self.relaxed(dist, num_samples, generator)
+        return f(relaxed).mean(0)
+
+
+@register
+class NeuralSort(_SortRelaxation):
+    relaxation = "neuralsort"
+    info = EstimatorInfo(
+        name="neuralsort",
+        description="NeuralSort relaxation of the Plackett-Luce sample (stochastic=false: of "
+        "the scores; deterministic, biased by construction).",
+        families=("permutation",),
+        unbiased=False,
+        pathwise=True,
+        needs_relaxable=True,
+        options=_options(1.0),
+        references="Grover et al. 2019",
+    )
+
+
+@register
+class SoftSort(_SortRelaxation):
+    relaxation = "softsort"
+    info = EstimatorInfo(
+        name="softsort",
+        description="SoftSort relaxation of the Plackett-Luce sample (stochastic=false: of the "
+        "scores; deterministic, biased by construction).",
+        families=("permutation",),
+        unbiased=False,
+        pathwise=True,
+        needs_relaxable=True,
+        options=_options(1.0),
+        references="Prillo & Eisenschlos 2020",
+    )
+
+
+@register
+class STNeuralSort(_SortRelaxation):
+    relaxation = "neuralsort"
+    info = EstimatorInfo(
+        name="st-neuralsort",
+        description="Straight-through NeuralSort: the hard sorting permutation forward, the "
+        "NeuralSort matrix backward.",
+        families=("permutation",),
+        unbiased=False,
+        pathwise=True,
+        needs_relaxable=True,
+        options=_options(1.0),
+        references="Grover et al. 2019 (straight-through variant)",
+    )
+
+    def surrogate(
+        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        relaxed, keys = self.relaxed(dist, num_samples, generator)
+        hard = permutation_matrix_of(keys.detach().argsort(-1, descending=True), relaxed)
+        return f(hard + (relaxed - relaxed.detach())).mean(0)
