@@ -14,6 +14,9 @@ block of rows at a time without the n × n matrix (``neuralsort_apply``).
 
 SoftSort: P̂[i, j] = softmax_j(−|sort(s)_i − s_j| / τ), sort descending.
 
+Precision: the logits are of size n·|s|, so in float32 scores closer than about n·|s|·2^-23
+tie, and no temperature separates them; at tiny τ the matrix is otherwise an exact permutation.
+
 Stochastic variants relax the Plackett-Luce sample: the scores s + g with g ~ Gumbel(0, 1) i.i.d.,
 whose descending sort is an exact sample (Grover et al. 2019).
 """
@@ -98,6 +101,17 @@ def neuralsort_apply(s: Tensor, values: Tensor, tau: float, *, block: int | None
         else:
             outputs.append(_neuralsort_rows(s, row_sums, values, rows, tau))
     return torch.cat(outputs, dim=-2)
+
+
+def reference_port_neuralsort(s: Tensor, tau: float) -> Tensor:
+    """A straightforward port of the reference NeuralSort, for comparison only: the full
+    matrix A_s and A_s 1 through an n × n × n product, as the reference code computes it."""
+    n = s.shape[-1]
+    a = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs()  # [*, n, n]
+    ones = torch.ones(n, n, dtype=s.dtype, device=s.device)
+    b = (a @ ones).transpose(-1, -2)  # row i: (A_s 1)ᵀ
+    scale = _rank_coefficients(n, s)[:, None]
+    return torch.softmax((scale * s.unsqueeze(-2) - b) / tau, dim=-1)
 
 
 RELAXATIONS = {"neuralsort": neuralsort, "softsort": softsort}
