@@ -1,0 +1,83 @@
+"""asv suites: NeuralSort (full P̂ and the lean P̂ V path), SoftSort, Plackett-Luce sampling
+and log_prob, over n ∈ {16, 256, 4096} and batch ∈ {1, 32}.
+
+Unavailable combinations (CUDA without a GPU) are skipped in ``setup``.
+``track_peak_tensor_bytes`` records the peak tensor memory of one forward + backward (CPU:
+the profiler's allocation events, as in the harness; CUDA: the allocator's peak).
+"""
+
+import torch
+
+from estimators import PlackettLuce, draw
+from estimators.neuralsort import neuralsort, neuralsort_apply, softsort
+from harness.memory import peak_memory
+
+SIZES = [16, 256, 4096]
+BATCHES = [1, 32]
+DEVICES = ["cpu", "cuda"]
+
+
+def _device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    return torch.device(name)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SortRelaxations:
+    params = (["neuralsort", "neuralsort-lean", "softsort"], SIZES, BATCHES, DEVICES)
+    param_names = ["relaxation", "n", "batch", "device"]
+    timeout = 600
+
+    def setup(self, relaxation, n, batch, device):
+        self.device = _device(device)
+        if self.device.type == "cpu" and n * n * batch > 2**27 and relaxation != "neuralsort-lean":
+            raise NotImplementedError("the full n × n matrix of this size does not fit the CPU budget")
+        generator = torch.Generator(self.device).manual_seed(0)
+        self.s = torch.randn(batch, n, generator=generator, device=self.device)
+        self.v = torch.randn(batch, n, 1, generator=generator, device=self.device)
+        kernels = {
+            "neuralsort": lambda x: neuralsort(x, 1.0) @ self.v,
+            "neuralsort-lean": lambda x: neuralsort_apply(x, self.v, 1.0),
+            "softsort": lambda x: softsort(x, 1.0) @ self.v,
+        }
+        self.kernel = kernels[relaxation]
+
+    def _run(self):
+        x = self.s.detach().requires_grad_(True)
+        self.kernel(x).sum().backward()
+
+    def time_forward_backward(self, *args):
+        self._run()
+        _sync(self.device)
+
+    def track_peak_tensor_bytes(self, *args):
+        return peak_memory(self._run, self.device)[0]
+
+    track_peak_tensor_bytes.unit = "bytes"
+
+
+class PlackettLuceKernels:
+    params = (SIZES, BATCHES, DEVICES)
+    param_names = ["n", "batch", "device"]
+
+    def setup(self, n, batch, device):
+        self.device = _device(device)
+        if self.device.type == "cpu" and n * n * batch > 2**27:
+            raise NotImplementedError("samples are n × n matrices: too large for the CPU budget")
+        generator = torch.Generator(self.device).manual_seed(0)
+        self.dist = PlackettLuce(torch.randn(batch, n, generator=generator, device=self.device))
+        self.generator = generator
+        self.samples = draw(self.dist, 1, generator)
+
+    def time_sample(self, *args):
+        draw(self.dist, 1, self.generator)
+        _sync(self.device)
+
+    def time_log_prob(self, *args):
+        self.dist.log_prob(self.samples)
+        _sync(self.device)
