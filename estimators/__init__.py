@@ -10,7 +10,9 @@ Example:
 """
 
 from estimators import (  # noqa: F401  (importing registers)
+    counts,
     exact,
+    gengs,
     gumbel_softmax,
     neuralsort,
     reinforce,

@@ -91,6 +91,11 @@ class Estimator(Configurable):
         """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
         return 1
 
+    def diagnostics(self, dist: Distribution) -> dict:
+        """What the estimator chose at these parameters (e.g. a truncation level), for the
+        record; JSON-serialisable, empty by default."""
+        return {}
+
     def config(self) -> dict:
         """Every setting that defines this estimator, JSON-serialisable."""
         return {"name": self.info.name, "spec": self.spec, **self.options}

@@ -34,7 +34,7 @@ class Reinforce(Estimator):
     info = EstimatorInfo(
         name="reinforce",
         description="Score-function estimator, optionally with a leave-one-out baseline.",
-        families=("bernoulli", "categorical", "subset", "permutation"),
+        families=("bernoulli", "categorical", "subset", "permutation", "count"),
         unbiased=True,
         pathwise=False,
         options=(
@@ -48,7 +48,7 @@ class Reinforce(Estimator):
         log_prob=(
             "dist.log_prob(z) of the hard sample: for independent coordinates their sum; for "
             "subsets the exact probability of the unordered set (Subset.log_prob); for "
-            "permutations the Plackett-Luce probability of the ranking"
+            "permutations the Plackett-Luce probability of the ranking; for counts torch's log_prob"
         ),
         references="Williams 1992; Kool et al. 2019",
     )

@@ -179,6 +179,15 @@ def true_gradient(
     return estimates.mean(0), stderr, source, 0.0
 
 
+def _estimator_config(estimator: Estimator, problem: Problem) -> dict:
+    """The estimator's settings, plus its diagnostics at θ when it reports any."""
+    config = estimator.config()
+    diagnostics = estimator.diagnostics(problem.distribution())
+    if diagnostics:
+        config["diagnostics"] = diagnostics
+    return config
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -313,7 +322,7 @@ def measure(
         {
             "parameters": _flatten([p.detach().double() for p in params], params, 1)[0].tolist(),
             "problem_config": problem.config(),
-            "estimator_config": estimator.config(),
+            "estimator_config": _estimator_config(estimator, work),
             "torch_version": torch.__version__,
             "versions": provenance.versions(),
             "git_commit": provenance.git_commit(),

@@ -40,7 +40,7 @@ IDENTITY: dict[str, str] = {
 PROVENANCE: dict[str, str] = {
     "parameters": "θ, flat, in parameter order",
     "problem_config": "every constant that defines the problem",
-    "estimator_config": "every setting of the estimator",
+    "estimator_config": "every setting of the estimator, and its diagnostics at θ if any",
     "peak_memory_method": "how peak_memory_bytes was measured on this device",
     "torch_version": "torch.__version__",
     "versions": "python, torch, numpy, scipy, estibench",

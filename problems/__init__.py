@@ -12,6 +12,7 @@ Example:
 from problems import (  # noqa: F401  (importing registers)
     bernoulli_toy,
     categorical_linear,
+    counts,
     permutations,
     subsets,
 )

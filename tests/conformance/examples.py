@@ -12,6 +12,10 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
     "permutation-assignment": ["permutation-assignment:n=4", "permutation-assignment:n=5,seed=2"],
     "permutation-sort": ["permutation-sort:n=4,seed=1", "permutation-sort:n=3"],
+    "poisson-quadratic": ["poisson-quadratic", "poisson-quadratic:dim=2,rate=0.5,target=1.0"],
+    "binomial-quadratic": ["binomial-quadratic:total_count=6,logit=0.5"],
+    "negbinomial-quadratic": ["negbinomial-quadratic:total_count=2.5,logit=-0.3"],
+    "geometric-quadratic": ["geometric-quadratic:logit=0.4"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
@@ -25,6 +29,8 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "neuralsort": ["neuralsort:temperature=1.0", "neuralsort:temperature=0.5,stochastic=false"],
     "softsort": ["softsort:temperature=0.5"],
     "st-neuralsort": ["st-neuralsort:temperature=1.0"],
+    "gengs": ["gengs:temperature=0.5", "gengs:temperature=0.3,tail=0.01,remainder=renormalize"],
+    "st-gengs": ["st-gengs:temperature=1.0"],
 }
 
 

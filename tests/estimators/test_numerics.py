@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Independent, OneHotCategorical, Poisson
+from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorical
 
 from estimators import ESTIMATORS, IncompatibleError, UserError, noise
 from tests.estimators.test_single_sample_formulas import quad_f, toy_f
@@ -109,5 +109,5 @@ def test_too_few_samples_are_rejected(spec):
 def test_unsupported_family_is_a_clear_error(spec):
     with pytest.raises(IncompatibleError, match="family|registered"):
         ESTIMATORS.make(spec).surrogate(
-            Poisson(torch.ones(2)), lambda z: z.sum(-1), num_samples=2, generator=torch.Generator()
+            Normal(torch.zeros(2), 1.0), lambda z: z.sum(-1), num_samples=2, generator=torch.Generator()
         )

@@ -35,6 +35,8 @@ def test_exact_gradient_matches_central_finite_differences(spec):
 @pytest.mark.parametrize("spec", EXAMPLES)
 def test_expected_objective_equals_enumeration(spec):
     problem = PROBLEMS.make(spec)
+    if not problem.info.enumerable:
+        pytest.skip("infinite or too large a support: checked by finite differences and closed form")
     dist = problem.distribution()
     support = enumerate_joint(dist)
     by_enumeration = (dist.log_prob(support).exp() * problem.objective(support)).sum(0)
