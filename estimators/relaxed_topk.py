@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators.base import Estimator, EstimatorInfo, Objective, register
-from estimators.registry import Option, positive
+from estimators.gumbel_softmax import TEMPERATURE
 from estimators.subset import Subset, topk_khot
 
 
@@ -193,12 +193,6 @@ def reference_port_relaxed_topk(keys: Tensor, k: int, tau: float) -> Tensor:
         onehot = torch.softmax(w / tau, dim=-1)
         khot = khot + onehot
     return khot
-
-
-TEMPERATURE = Option(
-    "temperature", 0.5, doc="relaxation temperature τ > 0; bias falls and variance grows as τ → 0",
-    check=positive,
-)
 
 
 def _subset_inputs(estimator: Estimator, dist: Distribution, num_samples: int,

@@ -109,5 +109,11 @@ class Problem(Configurable):
         return {"name": self.info.name, "spec": self.spec, **self.options}
 
 
+def expectation_by_enumeration(dist: Distribution, objective) -> Tensor:
+    """Σ_z p(z) f(z) over ``dist.enumerate_support()``, ``[*batch]``, differentiable in θ."""
+    support = dist.enumerate_support()  # [N, *batch, *event]
+    return (dist.log_prob(support).exp() * objective(support)).sum(0)
+
+
 PROBLEMS: Registry[Problem] = Registry("problem", "estibench.problems")
 register = PROBLEMS.register

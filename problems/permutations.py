@@ -16,7 +16,7 @@ from torch.distributions import Distribution
 
 from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
 from estimators.registry import Option, at_least
-from problems.base import Problem, ProblemInfo, register
+from problems.base import Problem, ProblemInfo, expectation_by_enumeration, register
 
 OPTIONS = (
     Option("n", 5, doc="number of items", check=at_least(2)),
@@ -55,9 +55,7 @@ class PermutationProblem(Problem):
     def expected_objective(self) -> Tensor:
         if not self.info.exact:
             raise NotImplementedError(f"{self.spec}: more than {MAX_ENUMERATE_N} items to enumerate")
-        dist = self.distribution()
-        support = dist.enumerate_support()  # [n!, *batch, n, n]
-        return (dist.log_prob(support).exp() * self.objective(support)).sum(0)
+        return expectation_by_enumeration(self.distribution(), self.objective)
 
 
 @register

@@ -18,7 +18,7 @@ from torch.distributions import Distribution
 from estimators.errors import SpecError
 from estimators.registry import Option, at_least
 from estimators.subset import MAX_LOG_PROB_K, Subset
-from problems.base import Problem, ProblemInfo, register
+from problems.base import Problem, ProblemInfo, expectation_by_enumeration, register
 
 MAX_EXACT_N = 16
 
@@ -56,9 +56,7 @@ class SubsetProblem(Problem):
     def expected_objective(self) -> Tensor:
         if not self.info.exact:
             raise NotImplementedError(f"{self.spec}: more than {MAX_EXACT_N} items to enumerate")
-        dist = self.distribution()
-        support = dist.enumerate_support()  # [N, *batch, n]
-        return (dist.log_prob(support).exp() * self.objective(support)).sum(0)
+        return expectation_by_enumeration(self.distribution(), self.objective)
 
 
 def _info(name: str, description: str) -> ProblemInfo:
