@@ -285,6 +285,13 @@ class Registry(Generic[T]):
         name, values = split_spec(spec)
         return self.get(name)(**values)
 
+    def short(self, spec: str) -> str:
+        """The spec with only the options that differ from their defaults (for labels)."""
+        name, values = split_spec(spec)
+        declared = {opt.name: opt.default for opt in self.get(name).info.options}
+        kept = {k: v for k, v in values.items() if k not in declared or declared[k] != v}
+        return format_spec(name, kept)
+
     def canonical(self, spec: str) -> str:
         """The canonical form of a spec string, defaults filled in, without building it."""
         name, values = split_spec(spec)

@@ -1,5 +1,9 @@
 """The ``estibench`` command line.
 
+    estibench run [--out DIR] [--executor inline|process|ray] [--workers N]
+    estibench study validate FILE
+    estibench study run FILE --out DIR [--resume] [--executor ...] [--workers N]
+    estibench export DIR [--format csv|parquet] [--out DIR]
     estibench list [estimators|problems]
     estibench measure PROBLEM_SPEC ESTIMATOR_SPEC [--num-samples N] [--replicates R]
                       [--seed S] [--device cpu|cuda] [--dtype float32|float64] [--json]
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from estimators import ESTIMATORS
 from estimators.errors import UserError
@@ -150,6 +155,72 @@ def command_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_study_validate(args: argparse.Namespace) -> int:
+    from harness.study import load_study
+
+    study = load_study(args.file)
+    cells, skipped = study.expand()
+    kinds = {kind: sum(c.kind == kind for c in cells) for kind in ("measure", "train")}
+    print(f"{args.file}: study {study.name!r} is valid: {len(cells)} cells "
+          f"({kinds['measure']} measurements, {kinds['train']} training runs)")
+    if skipped:
+        print(f"{len(skipped)} pairs skipped:")
+        for s in skipped:
+            print(f"  {s.kind}: {s.problem} × {s.estimator}: {s.reason}")
+    return 0
+
+
+def _run_study(study, out: str, args: argparse.Namespace, resume: bool) -> int:
+    from harness.runner import run_study
+
+    summary = run_study(
+        study, out, executor=args.executor, workers=args.workers, resume=resume,
+        allow_changed=args.allow_changed, retry_failed=args.retry_failed,
+        ray_address=args.ray_address,
+    )
+    print(summary.line(study.name, Path(out)))
+    return 0
+
+
+def command_study_run(args: argparse.Namespace) -> int:
+    from harness.study import load_study
+
+    return _run_study(load_study(args.file), args.out, args, args.resume)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from harness.study import default_study
+
+    code = _run_study(default_study(), args.out, args, resume=True)
+    from harness.summary import print_summary
+
+    print_summary(args.out)
+    return code
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from harness.store import export
+
+    for path in export(args.directory, args.format, args.out):
+        print(path)
+    return 0
+
+
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    from harness.runner import EXECUTORS
+
+    parser.add_argument("--executor", default="process", choices=EXECUTORS,
+                        help="inline (debugging), process (local pool, default) or ray")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="parallel cells (default: the number of CPU cores)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="a Ray cluster to run on (default: start Ray locally)")
+    parser.add_argument("--allow-changed", action="store_true",
+                        help="continue a store whose study file has changed since")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run failed cells again when resuming")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (``estibench: error: ...``), exit status 2."""
 
@@ -190,6 +261,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-timing", action="store_true", help="skip the timing of one estimate")
     m.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     m.set_defaults(func=command_measure)
+
+    study = commands.add_parser("study", help="validate or run a study file (TOML)")
+    study_commands = study.add_subparsers(dest="study_command", required=True,
+                                          metavar="COMMAND", parser_class=_Parser)
+    validate = study_commands.add_parser("validate", help="check a study file, count its cells")
+    validate.add_argument("file", metavar="FILE")
+    validate.set_defaults(func=command_study_validate)
+    run = study_commands.add_parser("run", help="run a study into a store directory")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--out", required=True, metavar="DIR", help="store directory")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a store that already holds cells (finished ones are skipped)")
+    _executor_options(run)
+    run.set_defaults(func=command_study_run)
+
+    main_job = commands.add_parser(
+        "run", help="the main job: run the default study and summarise it",
+        description="Run the default study (every estimator on every exact problem, a "
+        "temperature sweep and a short training grid) into --out, resuming what is there.")
+    main_job.add_argument("--out", default="estibench-results", metavar="DIR",
+                          help="store directory (default ./estibench-results)")
+    _executor_options(main_job)
+    main_job.set_defaults(func=command_run)
+
+    exporter = commands.add_parser("export", help="write a store's results as CSV or Parquet")
+    exporter.add_argument("directory", metavar="DIR")
+    exporter.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    exporter.add_argument("--out", default=None, metavar="DIR",
+                          help="where to write (default: the store directory)")
+    exporter.set_defaults(func=command_export)
     return parser
 
 

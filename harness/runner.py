@@ -1,0 +1,247 @@
+"""Running a study: cells on an executor, results into the store as they finish.
+
+Executors:
+
+- ``inline``: one after the other in this process (for debugging: breakpoints work).
+- ``process`` (default): a local pool of ``--workers`` processes (spawned, so no state leaks
+  from the driver into a worker).
+- ``ray``: Ray tasks on a local Ray instance, or on a cluster given by ``--ray-address``
+  (every node needs estibench and its dependencies installed). A cell on a CUDA device asks
+  Ray for one GPU. Needs the ``ray`` extra.
+
+Every executor runs the same function on the same cell (``run_cell``): its seed derives from
+the study seed and the cell's key and it runs with the study's ``threads`` torch threads, so
+the numbers do not depend on where or in which order cells run. Only this (driver) process
+writes the store, one transaction per finished cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+from estimators.errors import UserError
+from harness.store import Store
+from harness.study import Cell, Study
+
+EXECUTORS = ("inline", "process", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class CellJob:
+    """What a worker needs to run a cell: the cell and the study-wide switches."""
+
+    cell: Cell
+    threads: int
+    timing: bool
+    memory: bool
+
+
+def run_cell(job: CellJob) -> dict:
+    """Run one cell; never raises: failures come back as ``status='failed'`` with the error."""
+    import torch
+
+    cell = job.cell
+    started = time.time()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        if cell.kind == "measure":
+            from harness.measure import measure
+
+            record = measure(
+                cell.problem, cell.estimator, num_samples=cell.num_samples,
+                replicates=cell.setting("replicates"), seed=cell.cell_seed,
+                device=cell.setting("device"), dtype=cell.setting("dtype"),
+                timing=job.timing, memory_profile=job.memory,
+            )
+        else:
+            from harness.training import train
+
+            record = train(
+                cell.problem, cell.estimator, num_samples=cell.num_samples,
+                optimizer=cell.setting("optimizer"),
+                learning_rate=cell.setting("learning_rate"), steps=cell.setting("steps"),
+                eval_every=cell.setting("eval_every"),
+                variance_replicates=cell.setting("variance_replicates"),
+                seed=cell.cell_seed, device=cell.setting("device"), dtype=cell.setting("dtype"),
+            )
+        return {"status": "ok", "record": record, "started": started, "finished": time.time()}
+    except Exception as error:  # noqa: BLE001 - a failed cell is stored, never fatal
+        message = str(error) if isinstance(error, UserError) else (
+            f"{type(error).__name__}: {error}")
+        return {"status": "failed", "error": message.splitlines()[0] if message else repr(error),
+                "traceback": traceback.format_exc(), "started": started,
+                "finished": time.time()}
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+# ---------------------------------------------------------------------------------- executors
+
+
+def _inline(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
+    for job in jobs:
+        yield job, run_cell(job)
+
+
+def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_cell, job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the ray executor needs Ray: pip install 'estibench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"include_dashboard": False, "log_to_driver": False}
+        if ray_address:
+            options["address"] = ray_address
+        else:
+            options["num_cpus"] = workers
+            # Workers import estibench from the same source tree as the driver.
+            source = str(Path(__file__).resolve().parent.parent)
+            options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+                filter(None, [source, os.environ.get("PYTHONPATH", "")]))}}
+        try:
+            ray.init(**options)
+        except Exception as error:  # noqa: BLE001 - connection problems are the user's
+            raise UserError(f"cannot start or reach Ray ({ray_address or 'local'}): "
+                            f"{str(error).splitlines()[0]}") from None
+    try:
+        remote = ray.remote(run_cell)
+        pending = {}
+        for job in jobs:
+            gpus = 1 if job.cell.setting("device").startswith("cuda") else 0
+            pending[remote.options(num_cpus=1, num_gpus=gpus).remote(job)] = job
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                yield job, ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+_RUNNERS = {"inline": _inline, "process": _process, "ray": _ray}
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+@dataclasses.dataclass
+class Summary:
+    total: int = 0
+    already: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def line(self, name: str, directory: Path) -> str:
+        if self.total and self.already == self.total:
+            return (f"study {name!r}: all {self.total} cells already finished in {directory}; "
+                    "nothing to do")
+        parts = [f"{self.done} done", f"{self.failed} failed"]
+        if self.already:
+            parts.append(f"{self.already} finished earlier")
+        return (f"study {name!r}: {self.total} cells: {', '.join(parts)}; {self.skipped} "
+                f"pairs skipped; store: {directory}")
+
+
+def _bar(enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("[red]{task.fields[failed]} failed[/] · "
+                               "{task.fields[skipped]} skipped"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    transient=True)
+
+
+def run_study(
+    study: Study,
+    directory: str | Path,
+    *,
+    executor: str = "process",
+    workers: int | None = None,
+    resume: bool = False,
+    allow_changed: bool = False,
+    retry_failed: bool = False,
+    ray_address: str | None = None,
+    show_progress: bool = True,
+) -> Summary:
+    """Run every cell of ``study`` not yet in the store at ``directory``.
+
+    A store that already holds cells is continued only with ``resume`` (finished cells are
+    skipped; failed ones too unless ``retry_failed``). A store of a different study is refused;
+    of the same study with changed grids, unless ``allow_changed``.
+    """
+    if executor not in _RUNNERS:
+        raise UserError(f"unknown executor {executor!r}: expected {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    from harness.measure import resolve_device
+
+    resolve_device(study.device)  # an unavailable device is one message, before any cell
+    cells, skipped = study.expand()
+    directory = Path(directory)
+    summary = Summary(total=len(cells), skipped=len(skipped))
+    with Store(directory) as store:
+        store.bind(study.name, study.fingerprint(), study.source, allow_changed=allow_changed)
+        finished = store.finished()
+        if finished and not resume:
+            raise UserError(
+                f"{directory} already holds {len(finished)} finished cells of study "
+                f"{study.name!r}; pass --resume to skip them and run the rest, or choose "
+                "another --out directory"
+            )
+        store.write_skipped(skipped)
+        keep = {"ok"} if retry_failed else {"ok", "failed"}
+        todo = [cell for cell in cells if finished.get(cell.key) not in keep]
+        summary.already = len(cells) - len(todo)
+        if not todo:
+            return summary
+        jobs = [CellJob(cell, study.threads, study.timing, study.memory) for cell in todo]
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        bar = _bar(show_progress)
+        task = None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task(f"study {study.name}", total=len(cells), completed=summary.already,
+                                failed=0, skipped=len(skipped))
+        try:
+            for job, result in _RUNNERS[executor](jobs, workers, ray_address):
+                store.write(job.cell, result)
+                if result["status"] == "ok":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+                if bar is not None:
+                    bar.update(task, advance=1, failed=summary.failed)
+        finally:
+            if bar is not None:
+                bar.stop()
+    return summary

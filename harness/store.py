@@ -1,0 +1,300 @@
+"""The store: one SQLite database per study, ``DIR/results.sqlite``.
+
+Tables:
+
+- ``study``: one row, the study's name, fingerprint (``Study.fingerprint``) and file text.
+- ``cells``: one row per finished cell, keyed by ``Cell.key``: kind (``measure``/``train``),
+  problem, estimator, num_samples, seed, the cell's derived seed, settings (JSON), status
+  (``ok`` or ``failed``), the record (JSON) or the error (one line) and its traceback, and when
+  it ran.
+- ``skipped``: the (problem, estimator) pairs a grid lists that cannot run, with the reason.
+
+Only the driver process writes. Every cell is written in its own transaction, in WAL mode with
+``synchronous=FULL``, so killing the process at any moment loses no finished cell and leaves a
+readable database. ``load(DIR)`` reads it as a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from estimators.errors import UserError
+
+DATABASE = "results.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS study (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    schema_version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    problem TEXT NOT NULL,
+    estimator TEXT NOT NULL,
+    num_samples INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    cell_seed INTEGER NOT NULL,
+    settings TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    record TEXT,
+    error TEXT,
+    traceback TEXT,
+    started REAL NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    kind TEXT NOT NULL,
+    problem TEXT NOT NULL,
+    estimator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, problem, estimator, reason)
+);
+"""
+
+
+class StoreError(UserError):
+    """The store directory holds something we cannot use (another study, a newer schema)."""
+
+
+def database_path(directory: str | Path) -> Path:
+    return Path(directory) / DATABASE
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    return connection
+
+
+class Store:
+    """The writer's handle on a study's database (used by the driver only)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the output directory {directory}: {error}") from None
+        self.path = database_path(self.directory)
+        try:
+            self.connection = connect(self.path)
+            self.connection.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path} is not a usable estibench store: {error}") from None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the study row --------------------------------------------------------------------
+
+    def study_row(self) -> dict | None:
+        row = self.connection.execute(
+            "SELECT name, fingerprint, source, schema_version FROM study WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("name", "fingerprint", "source", "schema_version"), row))
+
+    def bind(self, name: str, fingerprint: str, source: str, *, allow_changed: bool) -> None:
+        """Tie the store to a study; refuse another study, or a changed one unless allowed."""
+        existing = self.study_row()
+        now = time.time()
+        if existing is None:
+            with self.transaction():
+                self.connection.execute(
+                    "INSERT INTO study VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    (SCHEMA_VERSION, name, fingerprint, source, now, now),
+                )
+            return
+        if existing["schema_version"] > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer estibench (schema "
+                             f"{existing['schema_version']}); upgrade estibench to read it")
+        if existing["name"] != name:
+            raise StoreError(
+                f"{self.directory} holds the results of study {existing['name']!r}, not "
+                f"{name!r}; choose another --out directory"
+            )
+        if existing["fingerprint"] != fingerprint:
+            if not allow_changed:
+                raise StoreError(
+                    f"study {name!r} changed since {self.directory} was written (different "
+                    "grids or settings); pass --allow-changed to keep the finished cells that "
+                    "still belong to it and run the new ones, or choose another --out directory"
+                )
+            with self.transaction():
+                self.connection.execute(
+                    "UPDATE study SET fingerprint = ?, source = ?, updated = ? WHERE id = 1",
+                    (fingerprint, source, now),
+                )
+
+    # -- cells ------------------------------------------------------------------------------
+
+    def transaction(self):
+        return _Transaction(self.connection)
+
+    def finished(self) -> dict[str, str]:
+        """key -> status of every stored cell."""
+        return dict(self.connection.execute("SELECT key, status FROM cells"))
+
+    def write(self, cell, result: dict) -> None:
+        """Store one finished cell (replacing an earlier failure of it) in one transaction."""
+        with self.transaction():
+            self.connection.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cell.key, cell.kind, cell.problem, cell.estimator, cell.num_samples,
+                    cell.seed, cell.cell_seed, json.dumps(dict(cell.settings)),
+                    result["status"],
+                    None if result.get("record") is None else json.dumps(result["record"]),
+                    result.get("error"), result.get("traceback"),
+                    result["started"], result["finished"],
+                ),
+            )
+
+    def write_skipped(self, skipped: Iterable) -> None:
+        with self.transaction():
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                [(s.kind, s.problem, s.estimator, s.reason) for s in skipped],
+            )
+
+
+class _Transaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self):
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def _open_for_reading(directory: str | Path) -> sqlite3.Connection:
+    path = database_path(directory)
+    if not path.is_file():
+        raise StoreError(f"{directory} holds no estibench store ({DATABASE} not found)")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        connection.execute("SELECT 1 FROM cells LIMIT 1")
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{path} is not a readable estibench store: {error}") from None
+    return connection
+
+
+def study_info(directory: str | Path) -> dict:
+    """The study row: name, fingerprint and the study file's text."""
+    with _open_for_reading(directory) as connection:
+        row = connection.execute("SELECT name, fingerprint, source FROM study").fetchone()
+    if row is None:
+        raise StoreError(f"{directory}: the store has no study row")
+    return dict(zip(("name", "fingerprint", "source"), row))
+
+
+def _rows(directory: str | Path, kind: str) -> list[dict[str, Any]]:
+    with _open_for_reading(directory) as connection:
+        cursor = connection.execute(
+            "SELECT key, kind, problem, estimator, num_samples, seed, cell_seed, settings, "
+            "status, record, error, started, finished FROM cells WHERE kind = ? ORDER BY rowid",
+            (kind,),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+
+def load(directory: str | Path, kind: str = "measure"):
+    """The study's cells as a pandas DataFrame, one row per cell.
+
+    ``kind="measure"``: identity columns (problem, estimator, num_samples, seed, settings such
+    as replicates), ``status`` and ``error``, then every record field (``harness.record``);
+    vectors stay lists. ``kind="train"``: one row per evaluation of every training run
+    (step, objective, gradient_variance, wall_time_s, ...), failed runs as one row with their
+    error.
+    """
+    import pandas as pd
+
+    if kind not in ("measure", "train"):
+        raise ValueError(f"kind must be 'measure' or 'train', got {kind!r}")
+    rows = []
+    for row in _rows(directory, kind):
+        settings = json.loads(row.pop("settings"))
+        record = json.loads(row.pop("record")) if row["record"] is not None else {}
+        base = {**row, **settings}
+        if kind == "measure":
+            rows.append({**base, **{k: v for k, v in record.items() if k not in base}})
+            continue
+        curve = record.pop("curve", [])
+        if not curve:
+            rows.append({**base, **record})
+        for point in curve:
+            rows.append({**base, **{k: v for k, v in record.items() if k not in base}, **point})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["key", "kind", "problem", "estimator", "num_samples",
+                                      "seed", "status", "error"])
+    return frame
+
+
+def load_skipped(directory: str | Path):
+    """The skipped pairs as a DataFrame: kind, problem, estimator, reason."""
+    import pandas as pd
+
+    with _open_for_reading(directory) as connection:
+        rows = connection.execute("SELECT kind, problem, estimator, reason FROM skipped").fetchall()
+    return pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
+
+
+def export(directory: str | Path, fmt: str, out: str | Path | None = None) -> list[Path]:
+    """Write the measurement and training tables as CSV or Parquet; return the files written.
+
+    Lists and dicts (gradients, configs) become JSON text, so every column is a plain type.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise UserError(f"unknown export format {fmt!r}: expected csv or parquet")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UserError("Parquet export needs pyarrow: pip install 'estibench[parquet]'") from None
+    out = Path(out) if out is not None else Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in ("measure", "train"):
+        frame = load(directory, kind)
+        if kind == "train" and frame.empty:
+            continue
+        for column in frame.columns:
+            if frame[column].map(lambda v: isinstance(v, (list, dict))).any():
+                frame[column] = frame[column].map(
+                    lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v
+                )
+        target = out / f"{'results' if kind == 'measure' else 'training'}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(target, index=False)
+        else:
+            frame.to_parquet(target, index=False)
+        written.append(target)
+    return written

@@ -1,0 +1,400 @@
+"""Study files: TOML grids of problems × estimators × settings × seeds, expanded into cells.
+
+A study file looks like this (every key but ``name`` and the grids' ``problems`` and
+``estimators`` has a default)::
+
+    name = "temperature-sweep"      # letters, digits, '-', '_', '.'
+    seed = 0                        # the study seed: every cell's seed derives from it
+    device = "cpu"                  # cpu, cuda or cuda:N
+    dtype = "float32"               # float32 or float64
+    replicates = 1000               # R, independent estimates per measurement cell
+    threads = 1                     # torch threads per cell (1 keeps cells reproducible)
+    timing = true                   # time one estimate
+    memory = true                   # peak memory of one estimate
+
+    [[grid]]                        # bias/variance measurements
+    problems = ["bernoulli-toy:dim=3"]
+    estimators = ["reinforce", "gumbel-softmax"]
+    num_samples = [1, 10]
+    seeds = [0, 1]
+    sweep = { temperature = [0.1, 0.5, 1.0] }  # swept in every estimator that has the option
+
+    [[training]]                    # optimisation runs
+    problems = ["bernoulli-toy:dim=3"]
+    estimators = ["reinforce:baseline=loo"]
+    optimizer = "adam"              # adam or sgd
+    learning_rate = 0.05
+    steps = 200
+    eval_every = 20                 # evaluate the objective and gradient variance every N steps
+    variance_replicates = 100       # R for the gradient variance at an evaluation
+    seeds = [0, 1, 2]
+
+``load_study`` checks everything and returns a :class:`Study`; a mistake raises
+:class:`StudyError` with the file, the key path (``grid[0].num_samples[1]``) and, where the key
+can be found in the text, its line. ``Study.cells()`` expands the grids; a pair the estimator
+cannot run on is not a cell but a :class:`Skipped` entry with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from estimators import ESTIMATORS
+from estimators.errors import UserError
+from estimators.registry import format_value, split_spec
+from harness.compat import incompatibility
+from problems import PROBLEMS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class StudyError(UserError):
+    """A mistake in a study file; the message names the file and the key path."""
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TIMING_FIELDS = ("time_per_estimate_s", "peak_memory_bytes", "peak_memory_method",
+                 "wall_time_s", "versions", "git_commit", "torch_version")
+"""Record fields that depend on the machine and the moment, not on the numbers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: a measurement or a training run, with everything that defines it."""
+
+    kind: str  # "measure" or "train"
+    problem: str  # canonical spec
+    estimator: str  # canonical spec
+    num_samples: int
+    seed: int  # the grid's seed (the cell's generator seed is ``cell_seed``)
+    settings: tuple[tuple[str, Any], ...]  # replicates, device, dtype, optimiser, ...
+    study_seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """A canonical text that identifies the cell within its study."""
+        return json.dumps(
+            {"kind": self.kind, "problem": self.problem, "estimator": self.estimator,
+             "num_samples": self.num_samples, "seed": self.seed, **dict(self.settings)},
+            sort_keys=True,
+        )
+
+    @property
+    def cell_seed(self) -> int:
+        """The seed of this cell's random streams: a hash of the study seed and the key, so
+        a cell gives the same numbers whichever executor, worker or order runs it."""
+        digest = hashlib.sha256(f"{self.study_seed}\n{self.key}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
+    def setting(self, name: str) -> Any:
+        return dict(self.settings)[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A (problem, estimator) pair of a grid that cannot run, and why."""
+
+    kind: str
+    problem: str
+    estimator: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Study:
+    name: str
+    seed: int
+    device: str
+    dtype: str
+    replicates: int
+    threads: int
+    timing: bool
+    memory: bool
+    grids: list[dict]
+    training: list[dict]
+    source: str = ""  # the file's text
+    path: str = "<string>"
+
+    def expand(self) -> tuple[list[Cell], list[Skipped]]:
+        """Every cell of every grid, in file order, duplicates removed; and the skipped pairs."""
+        cells: dict[str, Cell] = {}
+        skipped: dict[tuple, Skipped] = {}
+        for kind, grids in (("measure", self.grids), ("train", self.training)):
+            for grid in grids:
+                for problem, estimator in itertools.product(grid["problems"], grid["estimators"]):
+                    reason = grid["incompatible"].get((problem, estimator))
+                    if reason is not None:
+                        skipped.setdefault((kind, problem, estimator),
+                                           Skipped(kind, problem, estimator, reason))
+                        continue
+                    fewest = ESTIMATORS.make(estimator).min_samples()
+                    for num_samples, seed in itertools.product(grid["num_samples"],
+                                                               grid["seeds"]):
+                        if num_samples < fewest:
+                            skipped.setdefault(
+                                (kind, problem, estimator, num_samples),
+                                Skipped(kind, problem, estimator,
+                                        f"num_samples={num_samples}: {estimator} needs "
+                                        f"num_samples >= {fewest}"))
+                            continue
+                        cell = Cell(kind, problem, estimator, num_samples, seed,
+                                    tuple(sorted(grid["settings"].items())), self.seed)
+                        cells.setdefault(cell.key, cell)
+        return list(cells.values()), list(skipped.values())
+
+    def cells(self) -> list[Cell]:
+        return self.expand()[0]
+
+    def fingerprint(self) -> str:
+        """A hash of what the study computes (its settings and cells), not of its formatting:
+        editing a comment keeps it, changing a grid or a setting changes it."""
+        cells, _ = self.expand()
+        content = json.dumps({"name": self.name, "seed": self.seed,
+                              "timing": self.timing, "memory": self.memory,
+                              "threads": self.threads,
+                              "cells": sorted(cell.key for cell in cells)}, sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- checking
+
+
+class _Checker:
+    """Reads a parsed TOML document key by key; every complaint names the key path."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+
+    def fail(self, where: str, message: str) -> StudyError:
+        line = self._line_of(where)
+        at = f" (line {line})" if line else ""
+        return StudyError(f"{self.path}: {where}{at}: {message}")
+
+    def _line_of(self, where: str) -> int | None:
+        """The line of the last key named in ``where``, when it occurs exactly once."""
+        key = re.sub(r"\[\d+\]", "", where).split(".")[-1]
+        if not key:
+            return None
+        hits = [i + 1 for i, line in enumerate(self.text.splitlines())
+                if re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line)]
+        return hits[0] if len(hits) == 1 else None
+
+    def keys(self, table: dict, where: str, allowed: dict[str, str]) -> None:
+        for key in table:
+            if key not in allowed:
+                near = ", ".join(sorted(allowed))
+                raise self.fail(f"{where}{key}" if where else key,
+                                f"unknown key {key!r}; allowed keys here: {near}")
+
+    def integer(self, value: Any, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(where, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise self.fail(where, f"expected a number > 0, got {value!r}")
+        if value == float("inf"):
+            raise self.fail(where, f"expected a finite number, got {value!r}")
+        return float(value)
+
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {value!r}")
+        return value
+
+    def string(self, value: Any, where: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str):
+            raise self.fail(where, f"expected a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.fail(where, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def listed(self, value: Any, where: str, item: Callable[[Any, str], Any]) -> list:
+        """A non-empty list (a single value counts as a list of one), each item checked."""
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise self.fail(where, "expected a non-empty list")
+        return [item(v, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+_TOP = {
+    "name": "study name", "description": "free text", "seed": "study seed",
+    "device": "cpu, cuda or cuda:N", "dtype": "float32 or float64",
+    "replicates": "R per measurement", "threads": "torch threads per cell",
+    "timing": "time one estimate", "memory": "peak memory of one estimate",
+    "grid": "measurement grids", "training": "training grids",
+}
+_GRID = {"name": "label", "problems": "problem specs", "estimators": "estimator specs",
+         "num_samples": "samples per estimate", "seeds": "seeds", "replicates": "R override",
+         "sweep": "estimator options to sweep"}
+_TRAINING = {**_GRID, "optimizer": "adam or sgd", "learning_rate": "step size",
+             "steps": "optimisation steps", "eval_every": "evaluation interval",
+             "variance_replicates": "R at each evaluation"}
+del _TRAINING["replicates"]
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _registry_spec(check: _Checker, registry, value: Any, where: str) -> str:
+    spec = check.string(value, where)
+    try:
+        return registry.make(spec).spec
+    except UserError as error:
+        raise check.fail(where, str(error)) from None
+
+
+def _swept_estimators(check: _Checker, estimators: list[str], sweep: Any, where: str) -> list[str]:
+    """Each estimator spec once per combination of the swept options it declares."""
+    if not isinstance(sweep, dict):
+        raise check.fail(where, f"expected a table of option = [values], got {sweep!r}")
+    for option, values in sweep.items():
+        check.listed(values, f"{where}.{option}", lambda v, w: v)
+    if not sweep:
+        return estimators
+    expanded: list[str] = []
+    used: set[str] = set()
+    for spec in estimators:
+        name, given = split_spec(spec)
+        declared = {opt.name for opt in ESTIMATORS.get(name).info.options}
+        mine = [option for option in sweep if option in declared]
+        used.update(mine)
+        grids = [[(option, v) for v in (sweep[option] if isinstance(sweep[option], list)
+                                        else [sweep[option]])] for option in mine]
+        for combination in itertools.product(*grids):
+            values = {**given, **dict(combination)}
+            text = name + ":" + ",".join(f"{k}={format_value(v)}" for k, v in values.items())
+            try:
+                expanded.append(ESTIMATORS.make(text).spec)
+            except UserError as error:
+                raise check.fail(where, f"{dict(combination)} on {name!r}: {error}") from None
+    unused = [option for option in sweep if option not in used]
+    if unused:
+        raise check.fail(f"{where}.{unused[0]}",
+                         "no estimator of this grid has this option, so sweeping it does nothing")
+    return list(dict.fromkeys(expanded))
+
+
+def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) -> dict:
+    if not isinstance(table, dict):
+        raise check.fail(where, "expected a table ([[grid]] or [[training]])")
+    check.keys(table, f"{where}.", _TRAINING if training else _GRID)
+    for required in ("problems", "estimators"):
+        if required not in table:
+            raise check.fail(f"{where}.{required}", "missing: every grid lists its "
+                             "problems and estimators")
+    problems = check.listed(table["problems"], f"{where}.problems",
+                            lambda v, w: _registry_spec(check, PROBLEMS, v, w))
+    estimators = check.listed(table["estimators"], f"{where}.estimators",
+                              lambda v, w: _registry_spec(check, ESTIMATORS, v, w))
+    estimators = _swept_estimators(check, estimators, table.get("sweep", {}), f"{where}.sweep")
+    num_samples = check.listed(table.get("num_samples", [1]), f"{where}.num_samples",
+                               lambda v, w: check.integer(v, w, 1))
+    seeds = check.listed(table.get("seeds", [0]), f"{where}.seeds",
+                         lambda v, w: check.integer(v, w, 0))
+    settings: dict[str, Any] = {"device": study["device"], "dtype": study["dtype"]}
+    if training:
+        settings.update(
+            optimizer=check.string(table.get("optimizer", "adam"), f"{where}.optimizer",
+                                   OPTIMIZERS),
+            learning_rate=check.number(table.get("learning_rate", 0.05),
+                                       f"{where}.learning_rate"),
+            steps=check.integer(table.get("steps", 100), f"{where}.steps", 1),
+            eval_every=check.integer(table.get("eval_every", 10), f"{where}.eval_every", 1),
+            variance_replicates=check.integer(table.get("variance_replicates", 100),
+                                              f"{where}.variance_replicates", 2),
+        )
+    else:
+        settings["replicates"] = check.integer(table.get("replicates", study["replicates"]),
+                                               f"{where}.replicates", 2)
+    incompatible = {}
+    for problem, estimator in itertools.product(problems, estimators):
+        reason = incompatibility(PROBLEMS.make(problem), ESTIMATORS.make(estimator))
+        if reason is not None:
+            incompatible[(problem, estimator)] = reason
+    if len(incompatible) == len(problems) * len(estimators):
+        raise check.fail(where, "empty grid: no estimator of this grid can run on any of its "
+                         "problems (" + next(iter(incompatible.values())) + ")")
+    return {"name": table.get("name", ""), "problems": problems, "estimators": estimators,
+            "num_samples": num_samples, "seeds": seeds, "settings": settings,
+            "incompatible": incompatible}
+
+
+def parse_study(text: str, path: str = "<string>") -> Study:
+    """Check a study file's text; raise :class:`StudyError` naming the first mistake."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path}: not valid TOML: {error}") from None
+    check = _Checker(path, text)
+    check.keys(document, "", _TOP)
+    if "name" not in document:
+        raise check.fail("name", "missing: a study needs a name (letters, digits, - _ .)")
+    name = check.string(document["name"], "name")
+    if not _NAME.match(name):
+        raise check.fail("name", f"{name!r} is not a valid name: use letters, digits, - _ .")
+    from harness.measure import DTYPES  # noqa: PLC0415 - avoid importing torch helpers early
+
+    study = {
+        "device": check.string(document.get("device", "cpu"), "device"),
+        "dtype": check.string(document.get("dtype", "float32"), "dtype", tuple(DTYPES)),
+        "replicates": check.integer(document.get("replicates", 1000), "replicates", 2),
+    }
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", study["device"]):
+        raise check.fail("device", f"expected cpu, cuda or cuda:N, got {study['device']!r}")
+    grids = document.get("grid", [])
+    training = document.get("training", [])
+    for key, value in (("grid", grids), ("training", training)):
+        if not isinstance(value, list):
+            raise check.fail(key, f"expected an array of tables ([[{key}]]), got {value!r}")
+    if not grids and not training:
+        raise check.fail("grid", "the study has no [[grid]] and no [[training]] table: "
+                         "nothing to run")
+    result = Study(
+        name=name,
+        seed=check.integer(document.get("seed", 0), "seed", 0),
+        threads=check.integer(document.get("threads", 1), "threads", 1),
+        timing=check.boolean(document.get("timing", True), "timing"),
+        memory=check.boolean(document.get("memory", True), "memory"),
+        grids=[_grid(check, g, f"grid[{i}]", study, False) for i, g in enumerate(grids)],
+        training=[_grid(check, g, f"training[{i}]", study, True)
+                  for i, g in enumerate(training)],
+        source=text,
+        path=path,
+        **study,
+    )
+    cells, skipped = result.expand()
+    if not cells:
+        reasons = "; ".join(sorted({s.reason for s in skipped}))
+        raise StudyError(f"{path}: empty study: every cell is skipped ({reasons})")
+    return result
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StudyError(f"{path}: cannot read the study file: {error}") from None
+    return parse_study(text, str(path))
+
+
+DEFAULT_STUDY = Path(__file__).with_name("default_study.toml")
+
+
+def default_study() -> Study:
+    """The study ``estibench run`` runs with no arguments (shipped inside the package)."""
+    return parse_study(DEFAULT_STUDY.read_text(encoding="utf-8"), "default study")
