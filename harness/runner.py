@@ -212,6 +212,11 @@ def run_study(
     with Store(directory) as store:
         store.bind(study.name, study.fingerprint(), study.source, allow_changed=allow_changed)
         finished = store.finished()
+        keep = {"ok"} if retry_failed else {"ok", "failed"}
+        todo = [cell for cell in cells if finished.get(cell.key) not in keep]
+        summary.already = len(cells) - len(todo)
+        if not todo:  # a finished study: nothing to do, with or without --resume
+            return summary
         if finished and not resume:
             raise UserError(
                 f"{directory} already holds {len(finished)} finished cells of study "
@@ -219,11 +224,6 @@ def run_study(
                 "another --out directory"
             )
         store.write_skipped(skipped)
-        keep = {"ok"} if retry_failed else {"ok", "failed"}
-        todo = [cell for cell in cells if finished.get(cell.key) not in keep]
-        summary.already = len(cells) - len(todo)
-        if not todo:
-            return summary
         jobs = [CellJob(cell, study.threads, study.timing, study.memory) for cell in todo]
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         bar = _bar(show_progress)

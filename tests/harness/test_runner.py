@@ -74,8 +74,10 @@ def test_second_run_does_nothing_and_a_partial_store_needs_resume(tmp_path):
     again = run_study(study, tmp_path, executor="inline", resume=True, show_progress=False)
     assert again.done == 0 and again.already == again.total
     assert "nothing to do" in again.line("small", tmp_path)
+    assert run_study(study, tmp_path, executor="inline", show_progress=False).done == 0
+    grown = parse_study(SMALL.replace("num_samples = [1, 3]", "num_samples = [1, 2, 3]"))
     with pytest.raises(UserError, match="pass --resume"):
-        run_study(study, tmp_path, executor="inline", show_progress=False)
+        run_study(grown, tmp_path, executor="inline", allow_changed=True, show_progress=False)
 
 
 def test_changed_or_other_study_is_refused_unless_allowed(tmp_path):
