@@ -296,9 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from reports.read import StoreReadError
+
     try:
         return args.func(args)
-    except UserError as error:
+    except (UserError, StoreReadError) as error:
         print(f"estibench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

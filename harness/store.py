@@ -21,11 +21,12 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from estimators.errors import UserError
+from reports.read import DATABASE, StoreReadError, database_path, load, load_skipped, study_info
 
-DATABASE = "results.sqlite"
+__all__ = ["DATABASE", "Store", "StoreError", "StoreReadError", "database_path", "export",
+           "load", "load_skipped", "study_info"]
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -66,10 +67,6 @@ CREATE TABLE IF NOT EXISTS skipped (
 
 class StoreError(UserError):
     """The store directory holds something we cannot use (another study, a newer schema)."""
-
-
-def database_path(directory: str | Path) -> Path:
-    return Path(directory) / DATABASE
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -191,80 +188,8 @@ class _Transaction:
 
 
 # ------------------------------------------------------------------------------------ reading
-
-
-def _open_for_reading(directory: str | Path) -> sqlite3.Connection:
-    path = database_path(directory)
-    if not path.is_file():
-        raise StoreError(f"{directory} holds no estibench store ({DATABASE} not found)")
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        connection.execute("SELECT 1 FROM cells LIMIT 1")
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"{path} is not a readable estibench store: {error}") from None
-    return connection
-
-
-def study_info(directory: str | Path) -> dict:
-    """The study row: name, fingerprint and the study file's text."""
-    with _open_for_reading(directory) as connection:
-        row = connection.execute("SELECT name, fingerprint, source FROM study").fetchone()
-    if row is None:
-        raise StoreError(f"{directory}: the store has no study row")
-    return dict(zip(("name", "fingerprint", "source"), row))
-
-
-def _rows(directory: str | Path, kind: str) -> list[dict[str, Any]]:
-    with _open_for_reading(directory) as connection:
-        cursor = connection.execute(
-            "SELECT key, kind, problem, estimator, num_samples, seed, cell_seed, settings, "
-            "status, record, error, started, finished FROM cells WHERE kind = ? ORDER BY rowid",
-            (kind,),
-        )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
-
-
-def load(directory: str | Path, kind: str = "measure"):
-    """The study's cells as a pandas DataFrame, one row per cell.
-
-    ``kind="measure"``: identity columns (problem, estimator, num_samples, seed, settings such
-    as replicates), ``status`` and ``error``, then every record field (``harness.record``);
-    vectors stay lists. ``kind="train"``: one row per evaluation of every training run
-    (step, objective, gradient_variance, wall_time_s, ...), failed runs as one row with their
-    error.
-    """
-    import pandas as pd
-
-    if kind not in ("measure", "train"):
-        raise ValueError(f"kind must be 'measure' or 'train', got {kind!r}")
-    rows = []
-    for row in _rows(directory, kind):
-        settings = json.loads(row.pop("settings"))
-        record = json.loads(row.pop("record")) if row["record"] is not None else {}
-        base = {**row, **settings}
-        if kind == "measure":
-            rows.append({**base, **{k: v for k, v in record.items() if k not in base}})
-            continue
-        curve = record.pop("curve", [])
-        if not curve:
-            rows.append({**base, **record})
-        for point in curve:
-            rows.append({**base, **{k: v for k, v in record.items() if k not in base}, **point})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        frame = pd.DataFrame(columns=["key", "kind", "problem", "estimator", "num_samples",
-                                      "seed", "status", "error"])
-    return frame
-
-
-def load_skipped(directory: str | Path):
-    """The skipped pairs as a DataFrame: kind, problem, estimator, reason."""
-    import pandas as pd
-
-    with _open_for_reading(directory) as connection:
-        rows = connection.execute("SELECT kind, problem, estimator, reason FROM skipped").fetchall()
-    return pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
+# The readers live in ``reports.read`` so that reports need neither torch nor the registries;
+# they are re-exported here: ``harness.store.load(DIR)``.
 
 
 def export(directory: str | Path, fmt: str, out: str | Path | None = None) -> list[Path]:

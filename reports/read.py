@@ -1,0 +1,103 @@
+"""Reading a study's store (``DIR/results.sqlite``) into pandas, with only sqlite3 and pandas.
+
+The writer is ``harness.store``; this module is the reading side, kept free of torch and of the
+registries so that reports are built from stored results alone. ``harness.store`` re-exports
+these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DATABASE = "results.sqlite"
+
+
+class StoreReadError(ValueError):
+    """The directory holds no readable store; the message says which and why."""
+
+
+def database_path(directory: str | Path) -> Path:
+    return Path(directory) / DATABASE
+
+
+@contextlib.contextmanager
+def _reading(directory: str | Path) -> Iterator[sqlite3.Connection]:
+    path = database_path(directory)
+    if not path.is_file():
+        raise StoreReadError(f"{directory} holds no estibench store ({DATABASE} not found)")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.DatabaseError as error:
+        raise StoreReadError(f"{path} is not a readable estibench store: {error}") from None
+    try:
+        connection.execute("SELECT 1 FROM cells LIMIT 1")
+        yield connection
+    except sqlite3.DatabaseError as error:
+        raise StoreReadError(f"{path} is not a readable estibench store: {error}") from None
+    finally:
+        connection.close()
+
+
+def study_info(directory: str | Path) -> dict:
+    """The study row: name, fingerprint and the study file's text."""
+    with _reading(directory) as connection:
+        row = connection.execute("SELECT name, fingerprint, source FROM study").fetchone()
+    if row is None:
+        raise StoreReadError(f"{directory}: the store has no study row")
+    return dict(zip(("name", "fingerprint", "source"), row))
+
+
+def _rows(directory: str | Path, kind: str) -> list[dict[str, Any]]:
+    with _reading(directory) as connection:
+        cursor = connection.execute(
+            "SELECT key, kind, problem, estimator, num_samples, seed, cell_seed, settings, "
+            "status, record, error, started, finished FROM cells WHERE kind = ? ORDER BY rowid",
+            (kind,),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
+
+
+def load(directory: str | Path, kind: str = "measure"):
+    """The study's cells as a pandas DataFrame.
+
+    ``kind="measure"``: one row per measurement: identity columns (problem, estimator,
+    num_samples, seed, cell_seed, settings such as replicates), ``status`` and ``error``, then
+    every record field (``harness.record``); vectors stay lists. ``kind="train"``: one row per
+    evaluation of every training run (step, objective, objective_stderr, gradient_variance,
+    wall_time_s, ...); a failed run is one row with its error.
+    """
+    import pandas as pd
+
+    if kind not in ("measure", "train"):
+        raise ValueError(f"kind must be 'measure' or 'train', got {kind!r}")
+    rows = []
+    for row in _rows(directory, kind):
+        settings = json.loads(row.pop("settings"))
+        record = json.loads(row.pop("record")) if row["record"] is not None else {}
+        base = {**row, **settings}
+        extra = {k: v for k, v in record.items() if k not in base and k != "curve"}
+        curve = record.get("curve", []) if kind == "train" else []
+        if not curve:
+            rows.append({**base, **extra})
+        for point in curve:
+            rows.append({**base, **extra, **point})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["key", "kind", "problem", "estimator", "num_samples",
+                                      "seed", "status", "error"])
+    return frame
+
+
+def load_skipped(directory: str | Path):
+    """The skipped pairs as a DataFrame: kind, problem, estimator, reason."""
+    import pandas as pd
+
+    with _reading(directory) as connection:
+        rows = connection.execute("SELECT kind, problem, estimator, reason FROM skipped").fetchall()
+    return pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
