@@ -29,11 +29,17 @@ def support_bound(dist: Distribution) -> float | None:
     return float(torch.as_tensor(bound).max())
 
 
-def support_log_probs(dist: Distribution, largest: int) -> tuple[Tensor, Tensor]:
+def support_log_probs(
+    dist: Distribution, largest: int, dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """(values 0..largest ``[K]``, log p(value) ``[*batch, K]``), differentiable in the
-    parameters; values outside an element's support get −inf."""
+    parameters; values outside an element's support get −inf.
+
+    ``dtype`` (default: the distribution's) is that of the values; float64 values make torch's
+    count ``log_prob`` compute in float64 by type promotion, even for float32 parameters.
+    """
     mean = dist.mean
-    values = torch.arange(largest + 1, device=mean.device, dtype=mean.dtype)
+    values = torch.arange(largest + 1, device=mean.device, dtype=dtype or mean.dtype)
     shaped = values.reshape((-1,) + (1,) * len(dist.batch_shape))
     validate, dist._validate_args = dist._validate_args, False  # values past a bound: −inf
     try:
@@ -55,7 +61,9 @@ def _sample_by_inversion(dist: Distribution, shape: tuple[int, ...], generator) 
     values, log_p = support_log_probs(dist, generic_cap(dist))
     cdf = log_p.detach().double().exp().cumsum(-1)  # [*batch, K]
     u = noise.uniform(shape + tuple(dist.batch_shape), generator, like=cdf)
-    index = (cdf.unsqueeze(0).expand(u.shape + (-1,)) < u.unsqueeze(-1)).sum(-1)
+    # The number of CDF values below u, by binary search: O(log K) per sample, no [S, *batch, K]
+    # comparison tensor. Samples go last so each batch element searches its own CDF.
+    index = torch.searchsorted(cdf, u.movedim(0, -1).contiguous()).movedim(-1, 0)
     return values[index.clamp_(max=len(values) - 1)]
 
 

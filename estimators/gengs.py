@@ -12,10 +12,14 @@ differently; the relaxation adds a bias that vanishes as τ → 0. Gradients rea
 distribution's parameters through ``log_prob``, so any torch count distribution whose
 ``log_prob`` is defined on 0..K works, with no per-family code.
 
-The truncation level K is chosen per element: the smallest K with P(X ≤ K) ≥ 1 − ``tail``.
-It is searched for on 0..⌈μ + σ √(1/tail − 1)⌉, which holds it by Cantelli's inequality; if
-that window is longer than ``max_support`` the estimator refuses with a message naming the
-limit, instead of allocating without bound (Poisson rate 1000 at tail 1e-4 needs 4,163).
+The truncation level K is chosen per element: the smallest K with P(X ≤ K) ≥ 1 − ``tail``,
+evaluated in float64 whatever the working dtype. It lies in 0..⌈μ + σ √(1/tail − 1)⌉ by
+Cantelli's inequality, but that window is loose (Poisson(5) at tail 1e-4: 229 points for
+K = 15), so the search starts on 0..⌈μ + 8σ⌉ + 8 and doubles until every element's K is
+inside, up to Cantelli's window. It never goes past ``max_support`` support points: an element
+whose K lies beyond gets a message naming the limit instead of an unbounded allocation. Only
+0..max K (over the batch) is kept for the noise and the softmax: Poisson rate 1000 at tail
+1e-4 has K = 1,120, so one relaxed sample costs 1,121 columns.
 ``diagnostics(dist)`` reports K and the mass beyond it for every element.
 """
 
@@ -55,20 +59,39 @@ class _GenGSBase(Estimator):
         """(support values ``[K+1]``, log π ``[*batch, K+1]`` (−inf past each element's K),
         per-element K ``[*batch]``)."""
         base = base_distribution(dist)
+        dtype = base.mean.dtype
         spread = math.sqrt(1 / self.tail - 1)
-        window = float((base.mean + spread * base.stddev).detach().max())
-        bound = support_bound(base)
-        largest = math.ceil(window) if bound is None else int(min(math.ceil(window), bound))
-        if largest + 1 > self.max_support:
+        mean, std = base.mean.detach().double(), base.stddev.detach().double()
+        cantelli = float((mean + spread * std).max())
+        if not math.isfinite(cantelli):
             raise UserError(
-                f"{self.spec}: truncating {type(base).__name__} at tail={self.tail} needs "
-                f"{largest + 1} support points, more than max_support={self.max_support}; "
-                "raise max_support or tail"
+                f"{self.spec}: the {type(base).__name__} distribution has a non-finite mean or "
+                "standard deviation (NaN or ±inf parameters); GenGS needs finite ones"
             )
-        values, log_p = support_log_probs(base, largest)  # [K+1], [*batch, K+1]
-        cdf = log_p.exp().cumsum(-1)  # differentiable
+        bound = support_bound(base)
+        guaranteed = math.ceil(cantelli) if bound is None else int(min(math.ceil(cantelli), bound))
+        largest = min(guaranteed, math.ceil(float((mean + 8 * std).max())) + 8)
+        while True:
+            largest = min(largest, self.max_support - 1)  # never allocate past the limit
+            # float64 values make log_prob compute in float64 (type promotion): in float32 the
+            # CDF of Poisson(1000) drifts by ~1e-4 (log p(k) = k log λ − λ − log k! cancels
+            # terms of ~7000), which would put K 6 too low at tail 1e-4.
+            values, log_p = support_log_probs(base, largest, torch.float64)  # [W+1], [*b, W+1]
+            cdf = log_p.exp().cumsum(-1)  # differentiable
+            if largest >= guaranteed or bool((cdf.detach()[..., -1] >= 1 - self.tail).all()):
+                break
+            if largest >= self.max_support - 1:
+                raise UserError(
+                    f"{self.spec}: truncating {type(base).__name__} at tail={self.tail} needs "
+                    f"more than max_support={self.max_support} support points (at most "
+                    f"{guaranteed + 1} by Cantelli's inequality); raise max_support or tail"
+                )
+            largest = 2 * largest + 1
         level = (cdf.detach() < 1 - self.tail).sum(-1).clamp(max=largest)  # [*batch]
-        index = torch.arange(largest + 1, device=values.device)
+        # Keep only 0..max K: the noise and the softmax cost what the truncation needs.
+        top = int(level.max()) + 1 if level.numel() else 1
+        values, log_p, cdf = values[:top], log_p[..., :top], cdf[..., :top]
+        index = torch.arange(top, device=values.device)
         beyond = index > level.unsqueeze(-1)
         if self.remainder == "lump":
             # P(X < K) = P(X <= K) − p(K), gathered at K only: < 1 − tail, so the log is finite.
@@ -78,7 +101,8 @@ class _GenGSBase(Estimator):
         else:
             kept = cdf.gather(-1, level.unsqueeze(-1))  # P(X <= K)
             log_pi = log_p - kept.log()
-        return values, log_pi.masked_fill(beyond, -math.inf), level
+        log_pi = log_pi.masked_fill(beyond, -math.inf).to(dtype)
+        return values.to(dtype), log_pi, level
 
     def relaxed(self, dist: Distribution, num_samples: int, generator: torch.Generator):
         """(relaxed counts ``[S, *batch]``, hard counts from the same noise ``[S, *batch]``)."""
@@ -94,7 +118,8 @@ class _GenGSBase(Estimator):
         """Per element: the truncation level K and the mass beyond it, P(X > K)."""
         with torch.no_grad():
             values, _, level = self.truncated_log_probs(dist)
-            _, log_p = support_log_probs(base_distribution(dist), len(values) - 1)
+            _, log_p = support_log_probs(base_distribution(dist), len(values) - 1,
+                                         torch.float64)
             cdf = log_p.exp().cumsum(-1).gather(-1, level.unsqueeze(-1)).squeeze(-1)
         return {"truncation_K": level.reshape(-1).tolist(),
                 "mass_beyond_K": (1 - cdf).clamp(min=0).reshape(-1).tolist()}
