@@ -1,0 +1,229 @@
+"""asv suites: every registered estimator, forward + backward of one batched estimate, and its
+variance on a fixed problem and seed.
+
+Two classes per family (``<Family>Estimators`` and ``<Family>EstimatorsMemory``), each on a
+representative problem whose size is a parameter:
+
+| family      | problem (size n)                   |
+|-------------|------------------------------------|
+| bernoulli   | ``bernoulli-toy:dim=n``            |
+| categorical | ``categorical-linear:k=n``         |
+| subset      | ``subset-linear:n=n,k=3``          |
+| permutation | ``permutation-assignment:n=n``     |
+| count       | ``poisson-quadratic:dim=n``        |
+
+The timed body is the harness's own pass (``harness.measure.batched_estimates``): the problem's
+parameters replicated ``batch`` times, one batched distribution, one surrogate call averaging
+``num_samples`` samples, one backward pass giving ``batch`` estimates. Parameters are fixed lists
+(the same whatever is installed); what cannot run here is skipped in ``setup`` by raising
+``NotImplementedError``: an estimator the harness finds incompatible with the problem at that
+size (``harness.compat.incompatibility``, e.g. ``exact`` beyond an enumerable support), and
+CUDA without a GPU. ``tests/test_benchmarks.py`` checks that every registered estimator appears
+here for every family it supports.
+
+- ``<Family>Estimators.time_forward_backward``: one batched estimate, device synchronised, over
+  estimator × size × batch × num_samples × device.
+- ``<Family>EstimatorsMemory``, per estimator × device at the largest size, batch and
+  num_samples of that grid (memory varies little at the small end, and every case costs asv a
+  process): ``peakmem_forward_backward``, asv's peak resident memory of the process (host,
+  includes torch itself), and ``track_cuda_peak_bytes``, the CUDA allocator's peak during one
+  estimate (skipped on the CPU).
+- ``Variance.track_variance``: trace of the covariance of one estimate, from
+  ``harness.measure`` with a fixed seed and R = 1000 replicates; an estimator that becomes
+  noisier shows up like a slowdown.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from estimators import ESTIMATORS
+from harness.compat import incompatibility
+from harness.measure import batched_estimates, measure
+from harness.memory import peak_memory
+from problems import PROBLEMS
+
+SIZES = [5, 128]
+BATCHES = [1, 64]
+NUM_SAMPLES = [1, 16]
+DEVICES = ["cpu", "cuda"]
+
+# The estimators of each family, as fixed lists (asv params must not depend on what is
+# installed); a test checks them against the registry.
+FAMILY_ESTIMATORS = {
+    "bernoulli": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through", "exact"],
+    "categorical": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through",
+                    "exact"],
+    "subset": ["reinforce", "relaxed-topk", "st-relaxed-topk", "exact"],
+    "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact"],
+    "count": ["reinforce", "gengs", "st-gengs", "exact"],
+}
+FAMILY_PROBLEMS = {
+    "bernoulli": "bernoulli-toy:dim={n}",
+    "categorical": "categorical-linear:k={n}",
+    "subset": "subset-linear:n={n},k=3",
+    "permutation": "permutation-assignment:n={n}",
+    "count": "poisson-quadratic:dim={n}",
+}
+# Variance is tracked on the problems' small default sizes.
+VARIANCE_PROBLEMS = {
+    "bernoulli": "bernoulli-toy:dim=3,target=0.499",
+    "categorical": "categorical-linear:k=10",
+    "subset": "subset-linear:n=8,k=3",
+    "permutation": "permutation-assignment:n=5",
+    "count": "poisson-quadratic",
+}
+VARIANCE_REPLICATES = 1000
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cuda_only(*params):
+    if params[-1] != "cuda":
+        raise NotImplementedError("CUDA allocator statistics: CUDA only")
+
+
+class _BatchedEstimate:
+    """One batched estimate of ``family``'s representative problem: built in ``_build``."""
+
+    family: str
+    timeout = 120
+
+    def _build(self, estimator, size, batch, num_samples, device):
+        self.device = _device(device)
+        problem = PROBLEMS.make(FAMILY_PROBLEMS[self.family].format(n=size))
+        self.estimator = ESTIMATORS.make(estimator)
+        reason = incompatibility(problem, self.estimator)
+        if reason is not None:
+            raise NotImplementedError(reason)
+        self.problem = problem.to(self.device, torch.float32)
+        self.batch = batch
+        self.num_samples = num_samples
+        self.generator = torch.Generator(self.device).manual_seed(0)
+
+    def _estimate(self):
+        return batched_estimates(self.problem, self.estimator, num_samples=self.num_samples,
+                                 replicates=self.batch, generator=self.generator)
+
+
+class _EstimatorSuite(_BatchedEstimate):
+    """Time over the grid size × batch × num_samples × device."""
+
+    param_names = ["estimator", "size", "batch", "num_samples", "device"]
+
+    def setup(self, estimator, size, batch, num_samples, device):
+        self._build(estimator, size, batch, num_samples, device)
+
+    def time_forward_backward(self, *params):
+        self._estimate()
+        _sync(self.device)
+
+
+class _EstimatorMemory(_BatchedEstimate):
+    """Memory at the grid's largest size, batch and num_samples (one process per case)."""
+
+    param_names = ["estimator", "device"]
+
+    def setup(self, estimator, device):
+        self._build(estimator, SIZES[-1], BATCHES[-1], NUM_SAMPLES[-1], device)
+
+    def peakmem_forward_backward(self, *params):
+        self._estimate()
+
+    def track_cuda_peak_bytes(self, *params):
+        return peak_memory(self._estimate, self.device)[0]
+
+    track_cuda_peak_bytes.unit = "bytes"
+    track_cuda_peak_bytes.setup = _cuda_only
+
+
+def _grid(family: str) -> tuple:
+    return (FAMILY_ESTIMATORS[family], SIZES, BATCHES, NUM_SAMPLES, DEVICES)
+
+
+def _memory_grid(family: str) -> tuple:
+    return (FAMILY_ESTIMATORS[family], DEVICES)
+
+
+class BernoulliEstimators(_EstimatorSuite):
+    family = "bernoulli"
+    params = _grid(family)
+
+
+class BernoulliEstimatorsMemory(_EstimatorMemory):
+    family = "bernoulli"
+    params = _memory_grid(family)
+
+
+class CategoricalEstimators(_EstimatorSuite):
+    family = "categorical"
+    params = _grid(family)
+
+
+class CategoricalEstimatorsMemory(_EstimatorMemory):
+    family = "categorical"
+    params = _memory_grid(family)
+
+
+class SubsetEstimators(_EstimatorSuite):
+    family = "subset"
+    params = _grid(family)
+
+
+class SubsetEstimatorsMemory(_EstimatorMemory):
+    family = "subset"
+    params = _memory_grid(family)
+
+
+class PermutationEstimators(_EstimatorSuite):
+    family = "permutation"
+    params = _grid(family)
+
+
+class PermutationEstimatorsMemory(_EstimatorMemory):
+    family = "permutation"
+    params = _memory_grid(family)
+
+
+class CountEstimators(_EstimatorSuite):
+    family = "count"
+    params = _grid(family)
+
+
+class CountEstimatorsMemory(_EstimatorMemory):
+    family = "count"
+    params = _memory_grid(family)
+
+
+class Variance:
+    """Variance of one estimate (num_samples=1) on a fixed problem per family, seed 0, CPU."""
+
+    params = (sorted({name for names in FAMILY_ESTIMATORS.values() for name in names}),
+              list(VARIANCE_PROBLEMS))
+    param_names = ["estimator", "family"]
+    timeout = 120
+
+    def setup(self, estimator, family):
+        problem = PROBLEMS.make(VARIANCE_PROBLEMS[family])
+        self.estimator = ESTIMATORS.make(estimator)
+        reason = incompatibility(problem, self.estimator)
+        if reason is not None:
+            raise NotImplementedError(reason)
+        self.problem = problem
+
+    def track_variance(self, *params):
+        record = measure(self.problem, self.estimator, num_samples=1,
+                         replicates=VARIANCE_REPLICATES, seed=0, device="cpu",
+                         timing=False, memory_profile=False)
+        return record["variance"]
+
+    track_variance.unit = "variance"
