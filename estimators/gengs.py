@@ -71,26 +71,29 @@ class _GenGSBase(Estimator):
         bound = support_bound(base)
         guaranteed = math.ceil(cantelli) if bound is None else int(min(math.ceil(cantelli), bound))
         largest = min(guaranteed, math.ceil(float((mean + 8 * std).max())) + 8)
-        while True:
-            largest = min(largest, self.max_support - 1)  # never allocate past the limit
-            # float64 values make log_prob compute in float64 (type promotion): in float32 the
-            # CDF of Poisson(1000) drifts by ~1e-4 (log p(k) = k log λ − λ − log k! cancels
-            # terms of ~7000), which would put K 6 too low at tail 1e-4.
-            values, log_p = support_log_probs(base, largest, torch.float64)  # [W+1], [*b, W+1]
-            cdf = log_p.exp().cumsum(-1)  # differentiable
-            if largest >= guaranteed or bool((cdf.detach()[..., -1] >= 1 - self.tail).all()):
-                break
-            if largest >= self.max_support - 1:
-                raise UserError(
-                    f"{self.spec}: truncating {type(base).__name__} at tail={self.tail} needs "
-                    f"more than max_support={self.max_support} support points (at most "
-                    f"{guaranteed + 1} by Cantelli's inequality); raise max_support or tail"
-                )
-            largest = 2 * largest + 1
-        level = (cdf.detach() < 1 - self.tail).sum(-1).clamp(max=largest)  # [*batch]
-        # Keep only 0..max K: the noise and the softmax cost what the truncation needs.
+        with torch.no_grad():  # the search: no graph over its (longer) window
+            while True:
+                largest = min(largest, self.max_support - 1)  # never allocate past the limit
+                # float64 values make log_prob compute in float64 (type promotion): in float32
+                # the CDF of Poisson(1000) drifts by ~1e-4 (log p(k) = k log λ − λ − log k!
+                # cancels terms of ~7000), which would put K 6 too low at tail 1e-4.
+                _, log_p = support_log_probs(base, largest, torch.float64)  # [*batch, W+1]
+                cdf = log_p.exp().cumsum(-1)
+                if largest >= guaranteed or bool((cdf[..., -1] >= 1 - self.tail).all()):
+                    break
+                if largest >= self.max_support - 1:
+                    raise UserError(
+                        f"{self.spec}: truncating {type(base).__name__} at tail={self.tail} "
+                        f"needs more than max_support={self.max_support} support points (at "
+                        f"most {guaranteed + 1} by Cantelli's inequality); raise max_support "
+                        "or tail"
+                    )
+                largest = 2 * largest + 1
+            level = (cdf < 1 - self.tail).sum(-1).clamp(max=largest)  # [*batch]
+        # Differentiable, on 0..max K only: the noise and the softmax cost what K needs.
         top = int(level.max()) + 1 if level.numel() else 1
-        values, log_p, cdf = values[:top], log_p[..., :top], cdf[..., :top]
+        values, log_p = support_log_probs(base, top - 1, torch.float64)  # [K+1], [*batch, K+1]
+        cdf = log_p.exp().cumsum(-1)
         index = torch.arange(top, device=values.device)
         beyond = index > level.unsqueeze(-1)
         if self.remainder == "lump":
