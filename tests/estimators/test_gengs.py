@@ -33,6 +33,7 @@ from torch.distributions import Binomial, Geometric, NegativeBinomial, Poisson
 
 from estimators import ESTIMATORS, SpecError, UserError
 from harness import measure
+from tests.problems.test_counts import closed_form_gradient
 from tests.statistical import ALPHA, z_threshold
 
 QUIET = {"timing": False, "memory_profile": False, "dtype": "float64"}
@@ -267,8 +268,6 @@ def test_reinforce_is_unbiased_on_every_count_problem(problem, spec, num_samples
     """The harness's bias test (Bonferroni over the 3 coordinates) keeps p > α, and each
     coordinate's mean is within z_threshold(α / 3) standard errors of the hand-derived
     gradient (tests/problems/test_counts.py checks those formulas against autograd)."""
-    from tests.problems.test_counts import closed_form_gradient
-
     record = measure(problem, spec, num_samples=num_samples, replicates=20_000, seed=7, **QUIET)
     assert record["bias_pvalue"] > ALPHA, record["bias_pvalue"]
     expected = closed_form_gradient(problem)
