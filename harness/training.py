@@ -5,6 +5,13 @@ current θ (exact where the problem has ``expected_objective``, else a Monte Car
 samples with its standard error), the variance (trace of the covariance) of the estimator's
 gradient there, from ``variance_replicates`` independent estimates drawn in one batched pass,
 and the wall time spent optimising so far (evaluations excluded). Objectives are minimised.
+
+A problem with a ``training_session(seed, device, dtype)`` method (the real tasks of
+``problems.real``) trains networks rather than θ itself: the run optimises the session's
+network weights from a fresh initialisation, the loss of a step is the estimator's surrogate
+on a random training minibatch (``session.loss``), an evaluation records the task's metrics
+(``session.evaluate()``: ``objective`` and its source, plus e.g. test accuracy) and the
+gradient variance is taken at θ of the task bound to the current weights (``session.problem()``).
 """
 
 from __future__ import annotations
@@ -69,8 +76,14 @@ def train(
     if optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    work = problem_obj.to(torch_device, torch_dtype)
-    params = work.parameters()
+    session = None
+    if hasattr(problem_obj, "training_session"):  # a real task: train its networks
+        session = problem_obj.training_session(derived_seed(seed, "initialisation"),
+                                               torch_device, torch_dtype)
+        params = session.parameters()
+    else:
+        work = problem_obj.to(torch_device, torch_dtype)
+        params = work.parameters()
     opt = OPTIMIZERS[optimizer](params, lr=learning_rate)
     generator = torch.Generator(torch_device).manual_seed(seed)
     evaluation = torch.Generator(torch_device).manual_seed(derived_seed(seed, "evaluation"))
@@ -78,18 +91,28 @@ def train(
     curve, source, optimising = [], "exact", 0.0
     for step in range(steps + 1):
         if step % eval_every == 0 or step == steps:
-            objective, stderr, source = _objective(work, evaluation)
+            metrics = {}
+            if session is not None:
+                metrics = session.evaluate()
+                objective, stderr = metrics.pop("objective"), None
+                source = metrics.pop("objective_source")
+                work = session.problem()
+            else:
+                objective, stderr, source = _objective(work, evaluation)
             estimates = batched_estimates(work, estimator_obj, num_samples=num_samples,
                                           replicates=variance_replicates, generator=evaluation)
             variance = float(estimates.double().var(0, correction=1).sum())
             curve.append({"step": step, "objective": objective, "objective_stderr": stderr,
-                          "gradient_variance": variance, "wall_time_s": optimising})
+                          "gradient_variance": variance, "wall_time_s": optimising, **metrics})
         if step == steps:
             break
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        surrogate = estimator_obj.surrogate(work.distribution(), work.objective,
-                                            num_samples=num_samples, generator=generator)
+        if session is not None:
+            surrogate = session.loss(estimator_obj, num_samples, generator)
+        else:
+            surrogate = estimator_obj.surrogate(work.distribution(), work.objective,
+                                                num_samples=num_samples, generator=generator)
         surrogate.sum().backward()
         if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
             raise UserError(f"{estimator_obj.spec} gave a non-finite gradient at step {step} on "
@@ -113,7 +136,9 @@ def train(
         "final_objective": curve[-1]["objective"],
         "curve": curve,
         "wall_time_s": optimising,
-        "parameters": torch.cat([p.detach().double().reshape(-1) for p in params]).tolist(),
+        # For a real task: θ at its fixed inputs under the final weights, not every weight.
+        "parameters": torch.cat([p.detach().double().reshape(-1) for p in
+                                 (work.parameters() if session is not None else params)]).tolist(),
         "versions": provenance.versions(),
         "git_commit": provenance.git_commit(),
     }

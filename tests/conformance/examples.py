@@ -16,6 +16,14 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "binomial-quadratic": ["binomial-quadratic:total_count=6,logit=0.5"],
     "negbinomial-quadratic": ["negbinomial-quadratic:total_count=2.5,logit=-0.3"],
     "geometric-quadratic": ["geometric-quadratic:logit=0.4"],
+    # Real tasks: small networks, a few training steps for the checkpoint (trained once per
+    # process, well under a second each), minibatches small enough for exact enumeration.
+    "vae-bernoulli": ["vae-bernoulli:latent=4,batch=2,train_steps=40"],
+    "vae-categorical": ["vae-categorical:latent=2,classes=3,batch=2,train_steps=40"],
+    "vae-poisson": ["vae-poisson:latent=3,batch=2,train_steps=40"],
+    "knn-subset": ["knn-subset:n=6,k=2,train_steps=40",
+                   "knn-subset:family=permutation,n=5,k=2,train_steps=40"],
+    "l2x": ["l2x:patch=4,k=2,train_steps=40"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {

@@ -1,0 +1,208 @@
+"""What the real tasks share: data loaded lazily, a trained checkpoint, θ at fixed inputs.
+
+A real task is a model with networks (an encoder and a decoder, an embedding, a selector and a
+classifier) whose discrete variables are drawn from distributions the networks parametrise.
+As a :class:`~problems.base.Problem` it is the model at a **fixed checkpoint**: the networks
+are trained once, deterministically, for ``train_steps`` steps from ``seed`` with the task's
+``checkpoint_estimator``, then frozen; the studied parameters θ are what the networks output
+for fixed inputs (a fixed minibatch or one test example), made leaves. The objective is the
+task's loss at those inputs with the frozen networks, so ∇_θ E[f] is the gradient an estimator
+hands back to the network that produced θ.
+
+Checkpoints are trained on first use (``parameters()``, ``distribution()``, ...; building a
+task from its spec only checks that its data can be loaded) and cached in memory for the
+process, keyed by the options that define them. Training is a few seconds of CPU.
+
+The same training procedure serves the harness's training runs: ``training_session(seed)``
+returns a :class:`TrainingSession` with fresh networks, whose ``loss`` is one estimator's
+surrogate on a random training minibatch and whose ``evaluate`` gives the task's metrics
+(``objective``, the quantity minimised, is one of them).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from estimators import ESTIMATORS
+from problems.base import Problem
+from problems.real import data
+
+_CHECKPOINTS: dict[str, nn.Module] = {}
+CHECKPOINT_LEARNING_RATE = 3e-3
+
+
+def mlp(sizes: list[int], generator: torch.Generator) -> nn.Sequential:
+    """A ReLU multilayer perceptron, initialised from ``generator`` (never the global RNG)."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(fan_in, fan_out)
+        bound = 1 / math.sqrt(fan_in)  # torch's default init, drawn from our generator
+        with torch.no_grad():
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.uniform_(-bound, bound, generator=generator)
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def minibatch(size: int, n: int, generator: torch.Generator) -> Tensor:
+    """``size`` indices drawn uniformly without replacement from ``range(n)``."""
+    return torch.randperm(n, generator=generator)[:size]
+
+
+class TrainingSession:
+    """Fresh networks for a task, trained by an estimator's gradients one minibatch at a time.
+
+    ``parameters()``: the network weights to optimise. ``loss(estimator, num_samples,
+    generator)``: a scalar surrogate on a random training minibatch (its gradient is the
+    estimator's). ``evaluate()``: the task's metrics, ``objective`` among them. ``problem()``:
+    the task bound to the current weights (θ at its fixed inputs), for gradient statistics.
+    """
+
+    def __init__(self, task: Task, seed: int, device=None, dtype=None) -> None:
+        self.task = task
+        self.model = task.new_model(torch.Generator().manual_seed(seed)).to(device, dtype)
+        self.device, self.dtype = device, dtype
+
+    def parameters(self) -> list[Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self, estimator, num_samples: int, generator: torch.Generator) -> Tensor:
+        return self.task.training_loss(self.model, estimator, num_samples, generator)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        try:
+            return self.task.evaluate(self.model)
+        finally:
+            self.model.train()
+
+    def problem(self) -> Task:
+        bound = copy.copy(self.task)
+        bound.bind(copy.deepcopy(self.model))
+        return bound
+
+
+def fit(task: Task, estimator_spec: str, steps: int, seed: int, *, num_samples: int = 1,
+        learning_rate: float = CHECKPOINT_LEARNING_RATE) -> nn.Module:
+    """Train fresh networks with Adam for ``steps`` steps; deterministic given ``seed``.
+
+    Runs on one torch thread (restored afterwards): the networks are small, so threads only
+    contend, and one thread fixes the order of every reduction, so the checkpoint is the same
+    bits on any machine with the same torch build.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        session = TrainingSession(task, seed)
+        estimator = ESTIMATORS.make(estimator_spec)
+        optimiser = torch.optim.Adam(session.parameters(), lr=learning_rate)
+        generator = torch.Generator().manual_seed(seed + 1)
+        for _ in range(steps):
+            optimiser.zero_grad(set_to_none=True)
+            session.loss(estimator, num_samples, generator).backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(previous)
+    session.model.eval()
+    return session.model
+
+
+class Task(Problem):
+    """Base class of the real tasks (see the module docstring).
+
+    Subclasses set ``checkpoint_estimator`` (the spec that trains the checkpoint) and
+    ``measurement_options`` (options that choose the fixed inputs and not the checkpoint), and
+    implement ``new_model``, ``training_loss``, ``evaluate`` and ``bind``.
+    """
+
+    checkpoint_estimator: ClassVar[str]
+    measurement_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        data.check_available(self.dataset)
+        self._bound = False
+
+    # -- lazily built checkpoint -----------------------------------------------------------
+
+    def __getattr__(self, name: str):
+        # Called only for attributes not yet set: build the checkpoint once, then retry.
+        if name.startswith("__") or self.__dict__.get("_bound", True):
+            raise AttributeError(name)
+        self.ensure()
+        return getattr(self, name)
+
+    def checkpoint_key(self) -> str:
+        kept = {k: v for k, v in self.options.items() if k not in self.measurement_options}
+        return json.dumps({"task": self.info.name, **kept}, sort_keys=True)
+
+    def ensure(self) -> None:
+        """Train (or fetch from the cache) the checkpoint and bind θ at the fixed inputs."""
+        if self._bound:
+            return
+        key = self.checkpoint_key()
+        if key not in _CHECKPOINTS:
+            _CHECKPOINTS[key] = fit(self, self.checkpoint_estimator, self.train_steps, self.seed)
+        self.bind(copy.deepcopy(_CHECKPOINTS[key]).eval())
+
+    def checkpoint(self) -> nn.Module:
+        """The trained (frozen) networks."""
+        self.ensure()
+        return self.model
+
+    def data(self) -> data.Splits:
+        return data.load(self.dataset)
+
+    def parameters(self) -> list[Tensor]:
+        self.ensure()
+        return super().parameters()
+
+    def to(self, device=None, dtype=None):
+        self.ensure()
+        new = super().to(device, dtype)
+        new.model = copy.deepcopy(self.model).to(device=device, dtype=dtype)
+        new.model.requires_grad_(False)
+        new.model.eval()
+        new.on_moved()
+        return new
+
+    def on_moved(self) -> None:
+        """Hook after ``to``: refresh anything derived from the networks (none by default)."""
+
+    def training_session(self, seed: int, device=None, dtype=None) -> TrainingSession:
+        """Fresh networks (initialised from ``seed``) to train with any estimator."""
+        return TrainingSession(self, seed, device, dtype)
+
+    # -- what each task implements ------------------------------------------------------------
+
+    def new_model(self, generator: torch.Generator) -> nn.Module:
+        raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, estimator, num_samples: int,
+                      generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def bind(self, model: nn.Module) -> None:
+        """Freeze ``model``, set ``self.model`` and θ (leaves) and the fixed inputs."""
+        raise NotImplementedError
+
+    def freeze(self, model: nn.Module) -> None:
+        model.requires_grad_(False)
+        self.model = model
+        self._bound = True
+
+    def config(self) -> dict:
+        return {**super().config(), "checkpoint_estimator": self.checkpoint_estimator,
+                "checkpoint_learning_rate": CHECKPOINT_LEARNING_RATE}

