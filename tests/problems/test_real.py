@@ -31,6 +31,7 @@ SMALL = {
     "knn-subset": "knn-subset:n=6,k=2,train_steps=40",
     "knn-permutation": "knn-subset:family=permutation,n=5,k=2,train_steps=40",
     "l2x": "l2x:patch=4,k=2,train_steps=40",
+    "sort-digits": "sort-digits:n=4,train_steps=40",
 }
 EXACT = [name for name in SMALL if name != "vae-poisson"]
 
@@ -235,6 +236,7 @@ def test_building_a_task_trains_nothing():
     ("knn-subset:n=8,k=3", "relaxed-topk:temperature=0.5", 40),
     ("knn-subset:family=permutation,n=8,k=3", "neuralsort:temperature=1.0", 40),
     ("l2x", "relaxed-topk:temperature=0.5", 60),
+    ("sort-digits:n=3", "neuralsort:temperature=1.0", 60),
 ])
 def test_training_lowers_the_task_loss(spec, estimator, steps):
     num_samples = max(2, ESTIMATORS.make(estimator).min_samples())

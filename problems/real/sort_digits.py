@@ -1,0 +1,138 @@
+"""Sorting sequences of handwritten multi-digit numbers (Grover et al. 2019's task, small).
+
+A sequence holds n numbers of ``digits`` digits each, every number rendered as real digit
+images side by side (8 × 8 digits: an 8 × 8·digits image). A scoring network maps each image
+to a score s_j, a ranking is drawn P ~ PlackettLuce(s) (row i: the item ranked i, descending),
+and the loss compares the ranked values with the sorted ones:
+
+    f(P) = (1/n) ‖P v − sort_desc(v)‖²,   v_j = number_j / 10^digits ∈ [0, 1).
+
+(The paper trains with a cross-entropy against the true permutation; this loss is zero exactly
+for the correct rankings even when two numbers are equal, and accepts relaxed P.) Training
+draws 32 random sequences of training images per step. The test metrics are the paper's
+Table 1 pair on 500 fixed test sequences, ranking by the scores: the proportion of sequences
+ranked fully correctly and the proportion of individually correct ranks. As a problem θ is the
+scores of one fixed test sequence (``example``); exact by enumerating the n! rankings for
+n ≤ 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from estimators.errors import SpecError
+from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
+from estimators.registry import Option, at_least
+from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.real import data
+from problems.real.task import Task, mlp
+
+TRAIN_SEQUENCES = 32
+TEST_SEQUENCES = 500
+
+
+@register
+class SortDigits(Task):
+    info = ProblemInfo(
+        name="sort-digits",
+        description="Rank n handwritten multi-digit numbers by a network's scores; θ: scores of "
+        "one test sequence; f: (1/n)‖P v − sort(v)‖²; exact for n <= 8.",
+        family="permutation", exact=True, relaxable=True, enumerable=True,
+        options=(
+            Option("dataset", "digits", doc="digits, mnist, or a path to an .npz file or a "
+                   "directory of IDX files (labelled 0-9)"),
+            Option("n", 5, doc="numbers per sequence", check=at_least(2)),
+            Option("digits", 2, doc="digits per number", check=at_least(1)),
+            Option("hidden", 64, doc="hidden units of the scoring network", check=at_least(1)),
+            Option("example", 0, doc="index of the test sequence whose θ is studied",
+                   check=at_least(0)),
+            Option("train_steps", 400, doc="Adam steps that train the checkpoint",
+                   check=at_least(0)),
+            Option("seed", 0, doc="seed of the initialisation, of training and of the test "
+                   "sequences", check=at_least(0)),
+        ),
+        references="Grover et al. 2019",
+    )
+    parameter_names = ("scores",)
+    measurement_options = ("example",)
+    checkpoint_estimator = "neuralsort:temperature=1.0"
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        if self.example >= TEST_SEQUENCES:
+            raise SpecError(f"sort-digits: example must be below {TEST_SEQUENCES}, "
+                            f"got {self.example}")
+        exact = self.n <= MAX_ENUMERATE_N
+        self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
+
+    def new_model(self, generator: torch.Generator) -> nn.Module:
+        pixels = self.data().train.x.shape[1] * self.digits
+        return mlp([pixels, self.hidden, 1], generator)
+
+    def sequences(self, split: data.Split, count: int,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``count`` random sequences: images ``[count, n, D·digits]`` and values ``[count, n]``."""
+        index = torch.randint(len(split), (count, self.n, self.digits), generator=generator)
+        images = split.x[index].flatten(-2)  # digits side by side, as one feature vector
+        place = 10.0 ** torch.arange(self.digits - 1, -1, -1)
+        values = (split.y[index].double() * place).sum(-1) / 10.0**self.digits
+        return images, values
+
+    def loss(self, z: Tensor, values: Tensor) -> Tensor:
+        """(1/n)‖P v − sort_desc(v)‖², ``[S, *]`` from P ``[S, *, n, n]`` and v ``[*, n]``."""
+        values = values.to(z.dtype)
+        ranked = (z * values.unsqueeze(-2)).sum(-1)
+        return ((ranked - values.sort(-1, descending=True).values) ** 2).mean(-1)
+
+    def training_loss(self, model: nn.Module, estimator, num_samples: int,
+                      generator: torch.Generator) -> Tensor:
+        dtype = next(model.parameters()).dtype
+        images, values = self.sequences(self.data().train, TRAIN_SEQUENCES, generator)
+        scores = model(images.to(dtype)).squeeze(-1)  # [B, n]
+        surrogate = estimator.surrogate(PlackettLuce(scores), lambda z: self.loss(z, values),
+                                        num_samples=num_samples, generator=generator)
+        return surrogate.mean()
+
+    def test_sequences(self) -> tuple[Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.sequences(self.data().test, TEST_SEQUENCES, generator)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        dtype = next(model.parameters()).dtype
+        images, values = self.test_sequences()
+        order = model(images.to(dtype)).squeeze(-1).argsort(-1, descending=True)
+        ranked = values.gather(-1, order)
+        correct = ranked == values.sort(-1, descending=True).values  # ties count as correct
+        all_correct = float(correct.all(-1).double().mean())
+        return {"objective": 1 - all_correct,
+                "objective_source": f"share of {TEST_SEQUENCES} test sequences not fully "
+                                    "correctly ranked",
+                "fully_correct": all_correct,
+                "ranks_correct": float(correct.double().mean())}
+
+    def bind(self, model: nn.Module) -> None:
+        self.freeze(model)
+        dtype = next(model.parameters()).dtype
+        images, values = self.test_sequences()
+        with torch.no_grad():
+            scores = model(images[self.example].to(dtype)).squeeze(-1)
+        self.values = values[self.example].to(dtype)
+        self.scores = scores.detach().clone().requires_grad_(True)
+
+    def distribution(self) -> Distribution:
+        return PlackettLuce(self.scores)
+
+    def objective(self, z: Tensor) -> Tensor:
+        return self.loss(z, self.values)
+
+    def expected_objective(self) -> Tensor:
+        if not self.info.exact:
+            raise NotImplementedError(f"{self.spec}: more than {MAX_ENUMERATE_N} items")
+        return expectation_by_enumeration(self.distribution(), self.objective)
+
+    def config(self) -> dict:
+        return {**super().config(), "values": self.values.tolist()}
