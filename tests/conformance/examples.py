@@ -25,6 +25,7 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
                    "knn-subset:family=permutation,n=5,k=2,train_steps=40"],
     "l2x": ["l2x:patch=4,k=2,train_steps=40"],
     "sort-digits": ["sort-digits:n=4,train_steps=40"],
+    "quantile-regression": ["quantile-regression:n=3,train_steps=40"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from estimators import ESTIMATORS
+from estimators import ESTIMATORS, SpecError
 from harness import measure
 from harness.cli import main
 from harness.training import train
@@ -32,6 +32,7 @@ SMALL = {
     "knn-permutation": "knn-subset:family=permutation,n=5,k=2,train_steps=40",
     "l2x": "l2x:patch=4,k=2,train_steps=40",
     "sort-digits": "sort-digits:n=4,train_steps=40",
+    "quantile-regression": "quantile-regression:n=3,train_steps=40",
 }
 EXACT = [name for name in SMALL if name != "vae-poisson"]
 
@@ -189,6 +190,11 @@ def test_exact_gradient_matches_finite_differences(name):
     assert grad.abs().max() > 1e-6  # the checkpoint is not a degenerate point
 
 
+def test_quantile_regression_needs_a_middle_item():
+    with pytest.raises(SpecError, match="odd n"):
+        PROBLEMS.make("quantile-regression:n=4")
+
+
 def test_large_latent_spaces_fall_back_to_the_reference():
     assert not PROBLEMS.make("vae-bernoulli:latent=13").info.exact
     assert not PROBLEMS.make("vae-categorical:latent=5,classes=8").info.exact
@@ -237,6 +243,7 @@ def test_building_a_task_trains_nothing():
     ("knn-subset:family=permutation,n=8,k=3", "neuralsort:temperature=1.0", 40),
     ("l2x", "relaxed-topk:temperature=0.5", 60),
     ("sort-digits:n=3", "neuralsort:temperature=1.0", 60),
+    ("quantile-regression:n=3", "reinforce:baseline=loo", 60),
 ])
 def test_training_lowers_the_task_loss(spec, estimator, steps):
     num_samples = max(2, ESTIMATORS.make(estimator).min_samples())
