@@ -7,7 +7,8 @@ are trained once, deterministically, for ``train_steps`` steps from ``seed`` wit
 ``checkpoint_estimator``, then frozen; the studied parameters θ are what the networks output
 for fixed inputs (a fixed minibatch or one test example), made leaves. The objective is the
 task's loss at those inputs with the frozen networks, so ∇_θ E[f] is the gradient an estimator
-hands back to the network that produced θ.
+hands back to the network that produced θ. Like every problem, a task is built in float64
+(the networks are trained in float32, then cast).
 
 Checkpoints are trained on first use (``parameters()``, ``distribution()``, ...; building a
 task from its spec only checks that its data can be loaded) and cached in memory for the
@@ -152,7 +153,8 @@ class Task(Problem):
         key = self.checkpoint_key()
         if key not in _CHECKPOINTS:
             _CHECKPOINTS[key] = fit(self, self.checkpoint_estimator, self.train_steps, self.seed)
-        self.bind(copy.deepcopy(_CHECKPOINTS[key]).eval())
+        # Bound in float64 like every problem here (``to`` gives other dtypes).
+        self.bind(copy.deepcopy(_CHECKPOINTS[key]).double().eval())
 
     def checkpoint(self) -> nn.Module:
         """The trained (frozen) networks."""
