@@ -3,6 +3,7 @@
     estibench run [--out DIR] [--executor inline|process|ray] [--workers N]
     estibench study validate FILE
     estibench study run FILE --out DIR [--resume] [--executor ...] [--workers N]
+    estibench report DIR [--out DIR] [--format html,md,latex,png,svg,pdf]
     estibench export DIR [--format csv|parquet] [--out DIR]
     estibench list [estimators|problems]
     estibench measure PROBLEM_SPEC ESTIMATOR_SPEC [--num-samples N] [--replicates R]
@@ -193,9 +194,28 @@ def command_run(args: argparse.Namespace) -> int:
 
     code = _run_study(default_study(), args.out, args, resume=True)
     from harness.summary import print_summary
+    from reports import build_report
 
     print_summary(args.out)
+    print("building the report (figures, tables, index.html) ...", flush=True)
+    written = build_report(args.out, Path(args.out) / "report")
+    print(f"report: {Path(args.out) / 'report' / 'index.html'} ({len(written)} files)")
     return code
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from reports import build_report
+    from reports.build import parse_formats
+
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    written = build_report(args.directory, args.out, formats)
+    index = [p for p in written if p.name == "index.html"]
+    print(f"report: {len(written)} files in {written[0].parent if written else args.out}"
+          + (f"; open {index[0]}" if index else ""))
+    return 0
 
 
 def command_export(args: argparse.Namespace) -> int:
@@ -284,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="store directory (default ./estibench-results)")
     _executor_options(main_job)
     main_job.set_defaults(func=command_run)
+
+    reporter = commands.add_parser(
+        "report", help="figures, tables and a self-contained HTML page from a store",
+        description="Build the report of a study's store: figures, Markdown and LaTeX tables "
+        "and one self-contained index.html.")
+    reporter.add_argument("directory", metavar="DIR", help="the study's store directory")
+    reporter.add_argument("--out", default=None, metavar="DIR",
+                          help="where to write (default DIR/report)")
+    reporter.add_argument("--format", default="html,md,latex,png", metavar="LIST",
+                          help="comma-separated: html, md, latex, png, svg, pdf "
+                          "(default html,md,latex,png)")
+    reporter.set_defaults(func=command_report)
 
     exporter = commands.add_parser("export", help="write a store's results as CSV or Parquet")
     exporter.add_argument("directory", metavar="DIR")
