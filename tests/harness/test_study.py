@@ -68,7 +68,11 @@ def test_default_study_covers_every_estimator_and_every_exact_problem():
     estimators = {ESTIMATORS.make(c.estimator).info.name for c in cells}
     problems = {PROBLEMS.make(c.problem).info.name for c in cells}
     assert estimators == set(ESTIMATORS.names())
-    assert problems == {cls.info.name for cls in PROBLEMS if cls.info.exact}
+    # Real tasks need the optional data extra and train checkpoints: the main job leaves them
+    # to studies/real-tasks.toml so that it runs with the base install.
+    synthetic = {cls.info.name for cls in PROBLEMS
+                 if cls.info.exact and not cls.__module__.startswith("problems.real")}
+    assert problems == synthetic
     assert any(c.kind == "train" for c in cells)
 
 
