@@ -23,33 +23,7 @@ from pathlib import Path
 from estimators import ESTIMATORS
 from estimators.errors import UserError
 from problems import PROBLEMS
-
-
-def _significant(value: object, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value * 1e9:.3g} ns"
+from reports.units import number, seconds, size
 
 
 def _console():
@@ -96,14 +70,14 @@ def render_record(record: dict) -> None:
         ("seed", record["seed"]),
         ("device / dtype", f"{record['device']} / {record['dtype']}"),
         ("true gradient", record["true_gradient_source"]),
-        ("bias norm", _significant(record["bias_norm"])),
-        ("bias p-value (H0: unbiased)", _significant(record["bias_pvalue"], 3)),
-        ("variance (trace)", _significant(record["variance"])),
-        ("MSE", _significant(record["mse"])),
-        ("cosine to true", _significant(record["cosine"])),
-        ("SNR", _significant(record["snr"])),
-        ("time per estimate", _seconds(record["time_per_estimate_s"])),
-        ("peak memory per estimate", _bytes(record["peak_memory_bytes"])),
+        ("bias norm", number(record["bias_norm"], 4)),
+        ("bias p-value (H0: unbiased)", number(record["bias_pvalue"], 3)),
+        ("variance (trace)", number(record["variance"], 4)),
+        ("MSE", number(record["mse"], 4)),
+        ("cosine to true", number(record["cosine"], 4)),
+        ("SNR", number(record["snr"], 4)),
+        ("time per estimate", seconds(record["time_per_estimate_s"])),
+        ("peak memory per estimate", size(record["peak_memory_bytes"])),
     ]
     for name, value in rows:
         summary.add_row(name, str(value))
@@ -125,11 +99,11 @@ def render_record(record: dict) -> None:
             theta, true, mean, bias, stderr, var = row
             coords.add_row(
                 str(i),
-                _significant(theta),
-                _significant(true),
-                _significant(mean),
-                f"{_significant(bias, 3)} ± {_significant(stderr, 2)}",
-                _significant(var),
+                number(theta, 4),
+                number(true, 4),
+                number(mean, 4),
+                f"{number(bias, 3)} ± {number(stderr, 2)}",
+                number(var, 4),
             )
         console.print(coords)
 

@@ -9,14 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.store import load
-
-
-def _fmt(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if value != value else f"{value:.3g}"
+from reports.units import number
 
 
 def print_summary(directory: str | Path) -> None:
@@ -48,8 +41,8 @@ def print_summary(directory: str | Path) -> None:
             time = group.time_per_estimate_s.median() if "time_per_estimate_s" in group else None
             table.add_row(
                 ESTIMATORS.short(estimator),
-                *[_fmt(mse.get(size)) for size in sizes],
-                _fmt(pvalue),
+                *[number(mse.get(size)) for size in sizes],
+                number(pvalue),
                 "n/a" if time is None or time != time else f"{time * 1e3:.3g} ms",
             )
         console.print(table)

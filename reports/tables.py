@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 
 import pandas as pd
+
+from reports.units import number, seconds, size
 
 COLUMNS = (  # (key, header, best is "min" or "max")
     ("bias_norm", "‖bias‖ ± s.e.", "min"),
@@ -21,46 +22,6 @@ COLUMNS = (  # (key, header, best is "min" or "max")
     ("time_per_estimate_s", "time / estimate", "min"),
     ("peak_memory_bytes", "peak memory", "min"),
 )
-
-
-def number(value, digits: int = 3) -> str:
-    """Three significant figures; 'n/a' for missing values."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(value):
-        return "n/a"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}g}"
-
-
-def seconds(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(value):
-        return "n/a"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value * 1e9:.3g} ns"
-
-
-def size(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(value):
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclasses.dataclass
