@@ -38,6 +38,7 @@ cannot run on is not a cell but a :class:`Skipped` entry with the reason.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -49,7 +50,7 @@ from typing import Any
 
 from estimators import ESTIMATORS
 from estimators.errors import UserError
-from estimators.registry import format_value, split_spec
+from estimators.registry import format_spec, split_spec
 from harness.compat import incompatibility
 from problems import PROBLEMS
 
@@ -128,6 +129,10 @@ class Study:
 
     def expand(self) -> tuple[list[Cell], list[Skipped]]:
         """Every cell of every grid, in file order, duplicates removed; and the skipped pairs."""
+        return self._expansion
+
+    @functools.cached_property
+    def _expansion(self) -> tuple[list[Cell], list[Skipped]]:
         cells: dict[str, Cell] = {}
         skipped: dict[tuple, Skipped] = {}
         for kind, grids in (("measure", self.grids), ("train", self.training)):
@@ -138,7 +143,7 @@ class Study:
                         skipped.setdefault((kind, problem, estimator),
                                            Skipped(kind, problem, estimator, reason))
                         continue
-                    fewest = ESTIMATORS.make(estimator).min_samples()
+                    fewest = grid["fewest"][estimator]
                     for num_samples, seed in itertools.product(grid["num_samples"],
                                                                grid["seeds"]):
                         if num_samples < fewest:
@@ -272,10 +277,9 @@ def _swept_estimators(check: _Checker, estimators: list[str], sweep: Any, where:
         grids = [[(option, v) for v in (sweep[option] if isinstance(sweep[option], list)
                                         else [sweep[option]])] for option in mine]
         for combination in itertools.product(*grids):
-            values = {**given, **dict(combination)}
-            text = name + ":" + ",".join(f"{k}={format_value(v)}" for k, v in values.items())
             try:
-                expanded.append(ESTIMATORS.make(text).spec)
+                swept = format_spec(name, {**given, **dict(combination)})
+                expanded.append(ESTIMATORS.make(swept).spec)
             except UserError as error:
                 raise check.fail(where, f"{dict(combination)} on {name!r}: {error}") from None
     unused = [option for option in sweep if option not in used]
@@ -317,9 +321,11 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
     else:
         settings["replicates"] = check.integer(table.get("replicates", study["replicates"]),
                                                f"{where}.replicates", 2)
+    built_problems = {spec: PROBLEMS.make(spec) for spec in problems}
+    built_estimators = {spec: ESTIMATORS.make(spec) for spec in estimators}
     incompatible = {}
     for problem, estimator in itertools.product(problems, estimators):
-        reason = incompatibility(PROBLEMS.make(problem), ESTIMATORS.make(estimator))
+        reason = incompatibility(built_problems[problem], built_estimators[estimator])
         if reason is not None:
             incompatible[(problem, estimator)] = reason
     if len(incompatible) == len(problems) * len(estimators):
@@ -327,7 +333,8 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
                          "problems (" + next(iter(incompatible.values())) + ")")
     return {"name": table.get("name", ""), "problems": problems, "estimators": estimators,
             "num_samples": num_samples, "seeds": seeds, "settings": settings,
-            "incompatible": incompatible}
+            "incompatible": incompatible,
+            "fewest": {spec: e.min_samples() for spec, e in built_estimators.items()}}
 
 
 def parse_study(text: str, path: str = "<string>") -> Study:
