@@ -91,19 +91,42 @@ def _inline(jobs: list[CellJob], workers: int, ray_address: str | None) -> Itera
 
 
 def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
+    """Cells in a pool of spawned processes.
+
+    A worker that dies (killed for lack of memory, a crash in native code) breaks the whole
+    pool: every cell that had not finished is then run again, each in a process of its own,
+    so that the cell that kills its process is stored as failed and the others complete.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
+    broken: list[CellJob] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(run_cell, job): job for job in jobs}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(futures[future])
+                    continue
+                yield futures[future], result
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+    for job in broken:  # alone in a fresh process each: a death now is this cell's own
+        started = time.time()
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            try:
+                result = pool.submit(run_cell, job).result()
+            except BrokenProcessPool:
+                result = {"status": "failed", "error": "the process running this cell died "
+                          "(killed, e.g. for lack of memory, or crashed in native code)",
+                          "traceback": "", "started": started, "finished": time.time()}
+        yield job, result
 
 
 def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:

@@ -126,6 +126,27 @@ def test_process_executor_gives_the_inline_records(tmp_path):
         assert comparable(tmp_path / "inline", kind) == comparable(tmp_path / "process", kind)
 
 
+def _killed_on_categorical(job):
+    """Runs in a worker: SIGKILLs its own process on categorical cells (as the OOM killer)."""
+    if job.cell.problem.startswith("categorical"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return runner.run_cell(job)  # the worker's own, unpatched
+
+
+def test_a_killed_worker_fails_its_own_cell_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run_cell", _killed_on_categorical)
+    study = parse_study(SMALL.split("[[training]]")[0].replace(
+        '"gumbel-softmax", "exact"', '"exact"').replace("[1, 3]", "[1]"))
+    summary = run_study(study, tmp_path, executor="process", workers=2, show_progress=False)
+    records = load(tmp_path)
+    killed = records.problem.str.startswith("categorical")
+    assert killed.any() and (~killed).any()
+    assert set(records.status[killed]) == {"failed"}
+    assert records.error[killed].str.contains("process running this cell died").all()
+    assert set(records.status[~killed]) == {"ok"}  # bystanders of the broken pool re-ran
+    assert summary.failed == int(killed.sum())
+
+
 def test_ray_executor_gives_the_inline_records(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'estibench[ray]')")
     study = parse_study(SMALL)
