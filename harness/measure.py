@@ -83,6 +83,9 @@ def _flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor], leading: 
     )
 
 
+ELEMENT_BUDGET = 2**23  # numbers per tensor in one batched pass (64 MiB in float64)
+
+
 def batched_estimates(
     problem: Problem,
     estimator: Estimator,
@@ -93,7 +96,15 @@ def batched_estimates(
     chunk_size: int = 65536,
     show_progress: bool = False,
 ) -> Tensor:
-    """R independent estimates ``[R, D]`` in ``ceil(R / chunk_size)`` batched passes."""
+    """R independent estimates ``[R, D]`` in ``ceil(R / chunk_size)`` batched passes.
+
+    ``chunk_size`` is lowered for problems whose objective is large per sample (see
+    ``Problem.sample_elements``) so that one pass creates about ``ELEMENT_BUDGET`` numbers per
+    tensor.
+    """
+    elements = problem.sample_elements()
+    if elements:
+        chunk_size = min(chunk_size, max(1, ELEMENT_BUDGET // (num_samples * elements)))
     params = problem.parameters()
     chunks = []
     bounds = range(0, replicates, chunk_size)

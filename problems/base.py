@@ -95,6 +95,12 @@ class Problem(Configurable):
             setattr(new, name, moved)
         return new
 
+    def sample_elements(self) -> int | None:
+        """Roughly how many numbers one evaluation of the objective creates per sample, when
+        that is large (a network's outputs for a minibatch); None when it is small. The harness
+        bounds the replicates it draws in one batched pass by it, to bound memory."""
+        return None
+
     def distribution(self) -> Distribution:
         raise NotImplementedError
 

@@ -61,6 +61,37 @@ def test_chunking_does_not_change_the_estimates():
     assert whole.shape == (50, 6) and torch.isfinite(whole).all()
 
 
+def test_large_objectives_are_drawn_in_smaller_chunks(monkeypatch):
+    import importlib
+
+    measure_module = importlib.import_module("harness.measure")  # the package exports a function
+    problem = PROBLEMS.make("categorical-linear:k=6")
+    one = ESTIMATORS.make("reinforce")
+    passes = []
+    surrogate = one.surrogate
+    monkeypatch.setattr(one, "surrogate", lambda dist, *a, **kw: (
+        passes.append(dist.batch_shape[0]), surrogate(dist, *a, **kw))[1])
+    whole = batched_estimates(problem, one, num_samples=1, replicates=50,
+                              generator=torch.Generator().manual_seed(0))
+    assert passes == [50]
+    # A problem that says each sample creates 1,000 numbers, under a budget of 8,000: 8 per pass.
+    monkeypatch.setattr(problem, "sample_elements", lambda: 1000)
+    monkeypatch.setattr(measure_module, "ELEMENT_BUDGET", 8000)
+    passes.clear()
+    bounded = batched_estimates(problem, one, num_samples=1, replicates=50,
+                                generator=torch.Generator().manual_seed(0))
+    assert passes == [8] * 6 + [2]
+    torch.testing.assert_close(bounded, whole, rtol=0, atol=0)
+
+
+def test_real_tasks_bound_their_batched_passes():
+    pytest.importorskip("sklearn")
+    vae = PROBLEMS.make("vae-bernoulli:batch=4,hidden=64")
+    assert vae.sample_elements() == 4 * (64 + 64)  # 8×8 digits
+    topic = PROBLEMS.make("topic-poisson:batch=4")
+    assert topic.sample_elements() == 4 * (64 + 4258)
+
+
 def _single_estimate_distribution_bernoulli(t: float, p: float, num_samples: int, loo: bool):
     """Exact distribution of the REINFORCE estimate on bernoulli-toy (dim 1), by enumeration.
 
