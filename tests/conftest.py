@@ -1,5 +1,21 @@
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+_CHECKPOINTS = tempfile.mkdtemp(prefix="estibench-checkpoints-")
+
+
+def pytest_configure(config):
+    """Real tasks cache their checkpoints on disk: in a temporary directory during the tests,
+    not in the user's cache (worker processes inherit the variable)."""
+    os.environ["ESTIBENCH_CHECKPOINTS"] = _CHECKPOINTS
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CHECKPOINTS, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,13 @@ hands back to the network that produced θ. Like every problem, a task is built 
 
 Checkpoints are trained on first use (``parameters()``, ``distribution()``, ...; building a
 task from its spec only checks that its data can be loaded) and cached in memory for the
-process, keyed by the options that define them. Training is a few seconds of CPU.
+process, keyed by the options that define them. Training is a few seconds of CPU. They are
+also cached on disk, so that worker processes and later runs load them instead of training
+again: in ``$ESTIBENCH_CHECKPOINTS`` if set (``off`` turns the disk cache off), else in
+``$XDG_CACHE_HOME/estibench/checkpoints`` (``~/.cache/...``). A file is named by a hash of the
+task's checkpoint options, the estimator and learning rate that train it and the torch
+version, and written atomically (a temporary file, then a rename), so a killed run never
+leaves half a checkpoint; an unreadable file is trained again and replaced.
 
 The same training procedure serves the harness's training runs: ``training_session(seed)``
 returns a :class:`TrainingSession` with fresh networks, whose ``loss`` is one estimator's
@@ -23,8 +29,13 @@ surrogate on a random training minibatch and whose ``evaluate`` gives the task's
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +47,66 @@ from problems.real import data
 
 _CHECKPOINTS: dict[str, nn.Module] = {}
 CHECKPOINT_LEARNING_RATE = 3e-3
+CHECKPOINT_FORMAT = 1  # bump when a task's training changes, so old files are not reused
+OFF = ("off", "0", "false", "no", "none")
+
+
+def checkpoint_dir() -> Path | None:
+    """Where checkpoints are cached on disk, or None when the disk cache is off."""
+    chosen = os.environ.get("ESTIBENCH_CHECKPOINTS")
+    if chosen is not None:
+        return None if chosen.strip().lower() in OFF + ("",) else Path(chosen).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "estibench" / "checkpoints"
+
+
+def _checkpoint_file(key: str, estimator: str) -> Path | None:
+    root = checkpoint_dir()
+    if root is None:
+        return None
+    text = json.dumps([key, estimator, CHECKPOINT_LEARNING_RATE, CHECKPOINT_FORMAT,
+                       torch.__version__, _data_stamp(json.loads(key).get("dataset"))])
+    return root / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
+
+
+def _data_stamp(dataset: str | None) -> list:
+    """Size and modification time of a user's data files (built-in data sets: nothing)."""
+    if dataset is None or dataset in data.BUILT_IN:
+        return []
+    path = Path(dataset).expanduser()
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _load_checkpoint(path: Path) -> nn.Module | None:
+    try:
+        # Our own files: whole modules pickled by ``_save_checkpoint`` (not weights alone).
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a corrupt or foreign file: train again, then replace it
+        warnings.warn(f"ignoring the unreadable checkpoint {path} ({error}); training again",
+                      stacklevel=3)
+        return None
+    return model if isinstance(model, nn.Module) else None
+
+
+def _save_checkpoint(model: nn.Module, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(model, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    except OSError as error:  # a read-only or full disk costs a retraining next time, no more
+        warnings.warn(f"could not cache the checkpoint in {path.parent} ({error})",
+                      stacklevel=3)
 
 
 def mlp(sizes: list[int], generator: torch.Generator) -> nn.Sequential:
@@ -152,7 +223,13 @@ class Task(Problem):
             return
         key = self.checkpoint_key()
         if key not in _CHECKPOINTS:
-            _CHECKPOINTS[key] = fit(self, self.checkpoint_estimator, self.train_steps, self.seed)
+            path = _checkpoint_file(key, self.checkpoint_estimator)
+            model = _load_checkpoint(path) if path is not None else None
+            if model is None:
+                model = fit(self, self.checkpoint_estimator, self.train_steps, self.seed)
+                if path is not None:
+                    _save_checkpoint(model, path)
+            _CHECKPOINTS[key] = model
         # Bound in float64 like every problem here (``to`` gives other dtypes).
         self.bind(copy.deepcopy(_CHECKPOINTS[key]).double().eval())
 
