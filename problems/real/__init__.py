@@ -4,4 +4,4 @@ Importing this package registers the tasks; no data is read and nothing is train
 task is used (see ``problems.real.task``). ``problems.real.data`` has the loaders.
 """
 
-from problems.real import knn, l2x, sort_digits, vae  # noqa: F401  (importing registers)
+from problems.real import knn, l2x, sort_digits, topic, tsne, vae  # noqa: F401  (registers)

@@ -105,6 +105,14 @@ class VAE(Task):
 
     # -- networks and the objective ------------------------------------------------------------
 
+    def inputs(self, x: Tensor) -> Tensor:
+        """What the model sees of the data: images binarised at 1/2."""
+        return data.binarize(x)
+
+    def encode(self, model: nn.Module, x: Tensor) -> Tensor:
+        """θ of q(z | x) for inputs ``x`` ``[B, D]``."""
+        return self.shape_logits(model["encoder"](x))
+
     def new_model(self, generator: torch.Generator) -> nn.Module:
         pixels = self.data().train.x.shape[1]
         return nn.ModuleDict({
@@ -130,16 +138,20 @@ class VAE(Task):
                 + self.kl(logits).sum(-1)).to(z.dtype)
 
     def bind(self, model: nn.Module) -> None:
-        images = data.binarize(self.data().test.x[: self.batch])
+        images = self.inputs(self.data().test.x[: self.batch])
         self.freeze(model)
         dtype = next(model.parameters()).dtype
         self.x = images.to(dtype)
         with torch.no_grad():
-            flat = model["encoder"](self.x)
-        self.logits = self.shape_logits(flat).detach().clone().requires_grad_(True)
+            logits = self.encode(model, self.x)
+        self.logits = logits.detach().clone().requires_grad_(True)
 
     def joint_support_size(self) -> int | None:
         return None
+
+    def sample_elements(self) -> int:
+        """Per sample: the decoder's hidden layer and outputs for the fixed minibatch."""
+        return self.batch * (self.hidden + self.data().train.x.shape[1])
 
     def distribution(self) -> Distribution:
         return self.latent_distribution(self.logits)
@@ -170,8 +182,8 @@ class VAE(Task):
         train = self.data().train
         index = minibatch(TRAIN_BATCH, len(train), generator)
         dtype = next(model.parameters()).dtype
-        x = data.binarize(train.x[index]).to(dtype)
-        logits = self.shape_logits(model["encoder"](x))
+        x = self.inputs(train.x[index]).to(dtype)
+        logits = self.encode(model, x)
         surrogate = estimator.surrogate(
             self.latent_distribution(logits), lambda z: self.negative_elbo(model, x, logits, z),
             num_samples=num_samples, generator=generator)
@@ -180,8 +192,8 @@ class VAE(Task):
     def mean_negative_elbo(self, model: nn.Module, images: Tensor) -> tuple[float, str]:
         """Mean −ELBO per image (nats): exact by enumeration, else Monte Carlo (64 samples)."""
         dtype = next(model.parameters()).dtype
-        x = data.binarize(images).to(dtype)
-        logits = self.shape_logits(model["encoder"](x))
+        x = self.inputs(images).to(dtype)
+        logits = self.encode(model, x)
         support = self.support()
         if support is not None:
             recon = self.expected_reconstruction(model, x, logits, support.to(logits))

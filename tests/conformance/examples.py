@@ -26,6 +26,8 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "l2x": ["l2x:patch=4,k=2,train_steps=40"],
     "sort-digits": ["sort-digits:n=4,train_steps=40"],
     "quantile-regression": ["quantile-regression:n=3,train_steps=40"],
+    "tsne-subset": ["tsne-subset:n=6,k=2,train_steps=40"],
+    "topic-poisson": ["topic-poisson:topics=3,batch=2,train_steps=40"],
 }
 
 ESTIMATOR_EXAMPLES: dict[str, list[str]] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import struct
 import sys
 
@@ -22,7 +23,7 @@ from harness import measure
 from harness.cli import main
 from harness.training import train
 from problems import PROBLEMS
-from problems.real import data
+from problems.real import data, tsne
 
 SMALL = {
     "vae-bernoulli": "vae-bernoulli:latent=4,batch=2,train_steps=40",
@@ -33,8 +34,10 @@ SMALL = {
     "l2x": "l2x:patch=4,k=2,train_steps=40",
     "sort-digits": "sort-digits:n=4,train_steps=40",
     "quantile-regression": "quantile-regression:n=3,train_steps=40",
+    "tsne-subset": "tsne-subset:n=6,k=2,train_steps=40",
+    "topic-poisson": "topic-poisson:topics=3,batch=2,train_steps=40",
 }
-EXACT = [name for name in SMALL if name != "vae-poisson"]
+EXACT = [name for name in SMALL if name not in ("vae-poisson", "topic-poisson")]
 
 
 @pytest.fixture(autouse=True)
@@ -203,8 +206,9 @@ def test_large_latent_spaces_fall_back_to_the_reference():
     assert not PROBLEMS.make("vae-bernoulli:latent=8,batch=4").info.enumerable
 
 
-def test_reference_gradient_at_the_poisson_checkpoint_is_finite():
-    record = measure(SMALL["vae-poisson"], "gengs", num_samples=2, replicates=50,
+@pytest.mark.parametrize("name", ["vae-poisson", "topic-poisson"])
+def test_reference_gradient_at_the_poisson_checkpoint_is_finite(name):
+    record = measure(SMALL[name], "gengs", num_samples=2, replicates=50,
                      timing=False, memory_profile=False, reference_replicates=500)
     assert record["true_gradient_source"].startswith("reference:reinforce:baseline=loo")
     assert np.isfinite(record["true_gradient"]).all() and np.isfinite(record["variance"])
@@ -213,7 +217,8 @@ def test_reference_gradient_at_the_poisson_checkpoint_is_finite():
 # ----------------------------------------------------------------- checkpoints and training
 
 
-def test_checkpoints_are_deterministic_and_cached():
+def test_checkpoints_are_deterministic_and_cached(monkeypatch):
+    monkeypatch.setenv("ESTIBENCH_CHECKPOINTS", "off")  # train twice, not load the first
     spec = "vae-bernoulli:latent=3,batch=2,train_steps=20,seed=5"
     first = PROBLEMS.make(spec).parameters()[0]
     from problems.real import task
@@ -223,6 +228,69 @@ def test_checkpoints_are_deterministic_and_cached():
     assert torch.equal(first, second)
     other_batch = PROBLEMS.make(spec.replace("batch=2", "batch=3")).parameters()[0]
     torch.testing.assert_close(other_batch[:2], first)  # same checkpoint, more images
+
+
+def test_checkpoints_are_cached_on_disk(tmp_path, monkeypatch):
+    from problems.real import task
+
+    monkeypatch.setenv("ESTIBENCH_CHECKPOINTS", str(tmp_path))
+    spec = "knn-subset:n=5,k=2,train_steps=7,seed=21"
+    task._CHECKPOINTS.clear()
+    first = PROBLEMS.make(spec).parameters()[0]
+    (saved,) = tmp_path.glob("*.pt")
+    assert not list(tmp_path.glob("*.part"))  # written whole, then renamed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the checkpoint is on disk")
+
+    task._CHECKPOINTS.clear()
+    monkeypatch.setattr(task, "fit", no_training)
+    assert torch.equal(PROBLEMS.make(spec).parameters()[0], first)
+    # Another example of the same checkpoint: same file; other training options: another file.
+    PROBLEMS.make(spec.replace("seed=21", "seed=21,example=3")).parameters()
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    monkeypatch.undo()
+
+    # A corrupt file is trained again (with a warning) and replaced.
+    monkeypatch.setenv("ESTIBENCH_CHECKPOINTS", str(tmp_path))
+    saved.write_bytes(b"not a checkpoint")
+    task._CHECKPOINTS.clear()
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        again = PROBLEMS.make(spec).parameters()[0]
+    assert torch.equal(again, first)
+    task._CHECKPOINTS.clear()
+    assert torch.equal(PROBLEMS.make(spec).parameters()[0], first)  # the file was replaced
+
+
+def test_the_disk_cache_can_be_turned_off(tmp_path, monkeypatch):
+    from problems.real import task
+
+    monkeypatch.setenv("ESTIBENCH_CHECKPOINTS", "off")
+    assert task.checkpoint_dir() is None
+
+    def no_saving(*args, **kwargs):
+        raise AssertionError("saved although the disk cache is off")
+
+    monkeypatch.setattr(task, "_save_checkpoint", no_saving)
+    task._CHECKPOINTS.clear()
+    PROBLEMS.make("knn-subset:n=5,k=2,train_steps=3,seed=22").parameters()
+    monkeypatch.delenv("ESTIBENCH_CHECKPOINTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert task.checkpoint_dir() == tmp_path / "estibench" / "checkpoints"
+
+
+def test_user_data_files_are_part_of_the_checkpoint_name(tmp_path):
+    from problems.real import task
+
+    path = tmp_path / "own.npz"
+    path.write_bytes(b"x")
+    key = json.dumps({"task": "knn-subset", "dataset": str(path)})
+    before = task._checkpoint_file(key, "relaxed-topk")
+    path.write_bytes(b"changed")
+    assert task._checkpoint_file(key, "relaxed-topk") != before
+    builtin = json.dumps({"task": "knn-subset", "dataset": "digits"})
+    assert task._checkpoint_file(builtin, "relaxed-topk") == task._checkpoint_file(
+        builtin, "relaxed-topk")
 
 
 def test_building_a_task_trains_nothing():
@@ -244,6 +312,8 @@ def test_building_a_task_trains_nothing():
     ("l2x", "relaxed-topk:temperature=0.5", 60),
     ("sort-digits:n=3", "neuralsort:temperature=1.0", 60),
     ("quantile-regression:n=3", "reinforce:baseline=loo", 60),
+    ("tsne-subset", "relaxed-topk:temperature=0.5", 60),
+    ("topic-poisson:topics=4", "gengs:temperature=0.5", 60),
 ])
 def test_training_lowers_the_task_loss(spec, estimator, steps):
     num_samples = max(2, ESTIMATORS.make(estimator).min_samples())
@@ -262,3 +332,83 @@ def test_measure_from_the_command_line(capsys):
                  "--json"]) == 0
     out = capsys.readouterr().out
     assert '"true_gradient_source": "exact"' in out
+
+
+# --------------------------------------------------------------------- parametric t-SNE
+
+
+def test_trustworthiness_matches_scikit_learn():
+    manifold = pytest.importorskip("sklearn.manifold")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=generator, dtype=torch.float64)
+    for y in (x[:, :2], torch.randn(60, 2, generator=generator, dtype=torch.float64)):
+        for k in (1, 5, 12):
+            ours = tsne.trustworthiness(x, y, k)
+            theirs = manifold.trustworthiness(x.numpy(), y.numpy(), n_neighbors=k)
+            assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-12)
+    assert tsne.trustworthiness(x, x, 5) == 1.0
+    assert tsne.neighbour_recall(x, x, 5) == 1.0
+
+
+def test_tsne_candidates_are_the_k_nearest_then_others():
+    problem = PROBLEMS.make("tsne-subset:n=9,k=3")
+    generator = torch.Generator().manual_seed(1)
+    pool = torch.randn(50, 4, generator=generator)
+    for queries, in_pool in ((pool[:7], True), (torch.randn(7, 4, generator=generator), False)):
+        index = problem.candidates(pool, queries, generator)
+        assert index.shape == (7, 9)
+        distances = torch.cdist(queries, pool)
+        for q in range(7):
+            assert len(set(index[q].tolist())) == 9  # no candidate twice
+            order = distances[q].argsort().tolist()
+            nearest = order[1:4] if in_pool else order[:3]
+            assert sorted(index[q, :3].tolist()) == sorted(nearest)
+            if in_pool:
+                assert q not in index[q].tolist()  # a query is not its own candidate
+
+
+def test_tsne_problem_matches_its_input_space_neighbours():
+    problem = PROBLEMS.make(SMALL["tsne-subset"])
+    splits = data.load("digits")
+    problem.ensure()
+    chosen_match = problem.match.bool()
+    assert int(chosen_match.sum()) == problem.k
+    # The candidates marked as matches score higher at the trained checkpoint on average.
+    assert problem.scores[chosen_match].mean() > problem.scores[~chosen_match].mean()
+    assert splits.test.x.shape[0] > problem.example
+
+
+def test_k_must_leave_some_candidates_that_are_not_neighbours():
+    with pytest.raises(SpecError, match="k < n"):
+        PROBLEMS.make("tsne-subset:n=4,k=4")
+
+
+# ----------------------------------------------------------------------- Poisson topics
+
+
+def test_topic_model_perplexity_is_the_per_word_bound():
+    problem = PROBLEMS.make(SMALL["topic-poisson"])
+    model = problem.checkpoint()
+    metrics = problem.evaluate(model)
+    counts = data.load("reuters").test.x
+    elbo = problem.document_negative_elbo(model, counts)
+    assert metrics["test_perplexity"] == pytest.approx(
+        float(torch.exp((elbo / counts.sum(-1).double()).mean())), rel=1e-12)
+    # A bound on the perplexity of the model's marginal: above 1 and below the vocabulary's
+    # size times e^(KL per word), well below the 4,258 of a uniform guess once trained.
+    assert 1 < metrics["test_perplexity"] < 4258
+    assert metrics["objective"] == metrics["test_perplexity"]
+
+
+def test_topic_model_word_distribution_is_normalised():
+    problem = PROBLEMS.make(SMALL["topic-poisson"])
+    problem.ensure()
+    z = problem.distribution().sample((5,))
+    log_pi = torch.log_softmax(problem.decode(problem.model, z), dim=-1)
+    torch.testing.assert_close(log_pi.exp().sum(-1), torch.ones(5, problem.batch,
+                                                                 dtype=torch.float64))
+    # −log p(x | z) = −Σ_v x_v log π_v(z), π(z) = softmax(W log(1 + z) + b), from the weights
+    linear = problem.model["decoder"][0]
+    logits = torch.log1p(z) @ linear.weight.T + linear.bias
+    expected = -(problem.x * (logits - logits.logsumexp(-1, keepdim=True))).sum(-1)
+    torch.testing.assert_close(problem.reconstruction(problem.model, problem.x, z), expected)

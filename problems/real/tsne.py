@@ -1,0 +1,211 @@
+"""Parametric t-SNE by subset sampling on real digits (Xie & Ermon 2019; van der Maaten 2009).
+
+An embedding network e(·) maps an image to a point of the plane (``dim`` = 2: a map to look
+at). The neighbours of a query q among n candidates are a random k-subset z ~ Subset(θ, k) whose
+scores are t-SNE's heavy-tailed Student-t kernel in the embedding,
+
+    θ_j = −s log(1 + ‖e(x_q) − e(x_j)‖²)    (s = 1: probabilities ∝ (1 + d²)^−1, as in t-SNE),
+
+and the loss is the fraction of the chosen neighbours that are not among the query's k nearest
+neighbours in input space:
+
+    f(z) = 1 − (1/k) Σ_j z_j m_j,   m_j = 1 when candidate j is one of q's k nearest images.
+
+So the network learns a map whose relaxed k nearest neighbours are the input-space ones: the
+candidates of a query are its k nearest training images (in pixel space) and n − k others
+drawn uniformly from the rest of the training set, shuffled. Training draws 32 training
+queries per step. The test metric is the trustworthiness T(K) of the learned map of the test
+images (Venna & Kaski 2001; what ``sklearn.manifold.trustworthiness`` computes), with K =
+``neighbours``: 1 when every embedding neighbour is an input-space neighbour, lower when the
+map brings in points that are far in input space; the share of the K input-space neighbours
+kept among the K embedding neighbours is reported too. As a problem θ is the score vector of
+one test image (``example``) against n fixed training candidates, at the checkpoint; the
+expectation is exact by enumerating the C(n, k) subsets (n ≤ 16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from estimators.errors import SpecError
+from estimators.registry import Option, at_least, positive
+from estimators.subset import Subset
+from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.real.task import Task, mlp
+
+TRAIN_QUERIES = 32
+MAX_EXACT_N = 16
+MAX_EXACT_SUBSETS = 2**16
+
+
+def input_ranks(x: Tensor) -> Tensor:
+    """``[N, N]``: rank of j among i's neighbours in input space (1: nearest; i itself: 0)."""
+    distances = torch.cdist(x, x)
+    distances.fill_diagonal_(-1.0)  # the point itself first, even among duplicates
+    order = distances.argsort(dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(len(x)).expand_as(order).contiguous())
+    return ranks
+
+
+def trustworthiness(x: Tensor, y: Tensor, neighbours: int) -> float:
+    """T(K) = 1 − 2 / (N K (2N − 3K − 1)) Σ_i Σ_{j ∈ U_i} (r(i, j) − K) (Venna & Kaski 2001).
+
+    U_i: the K nearest neighbours of i in the embedding ``y`` that are not among its K nearest
+    in input space ``x``; r(i, j): the rank of j among i's input-space neighbours. Needs
+    K < N / 2.
+    """
+    n, k = len(x), neighbours
+    if not 1 <= k < n / 2:
+        raise ValueError(f"trustworthiness needs 1 <= neighbours < N/2, got {k} for N={n}")
+    ranks = input_ranks(x.double())
+    embedded = torch.cdist(y.double(), y.double())
+    embedded.fill_diagonal_(math.inf)
+    nearest = embedded.topk(k, dim=1, largest=False).indices  # [N, K]
+    excess = int((ranks.gather(1, nearest) - k).clamp(min=0).sum())
+    return float(1 - 2 / (n * k * (2 * n - 3 * k - 1)) * excess)
+
+
+def neighbour_recall(x: Tensor, y: Tensor, neighbours: int) -> float:
+    """Share of the K input-space nearest neighbours among the K nearest in the embedding."""
+    def nearest(points: Tensor) -> Tensor:
+        distances = torch.cdist(points.double(), points.double())
+        distances.fill_diagonal_(math.inf)
+        return distances.topk(neighbours, dim=1, largest=False).indices
+
+    near_x, near_y = nearest(x), nearest(y)
+    shared = (near_x.unsqueeze(-1) == near_y.unsqueeze(-2)).any(-1)
+    return float(shared.double().mean())
+
+
+@register
+class TSNESubset(Task):
+    info = ProblemInfo(
+        name="tsne-subset",
+        description="Parametric t-SNE on digits: θ: Student-t scores of n candidates in a 2-D "
+        "embedding of one test image; f: share of the k chosen neighbours that are not its "
+        "input-space k nearest; exact for n <= 16.",
+        family="subset", exact=True, relaxable=True, enumerable=True,
+        options=(
+            Option("dataset", "digits", doc="digits, mnist, or a path to an .npz file or a "
+                   "directory of IDX files"),
+            Option("n", 16, doc="candidates per query", check=at_least(2)),
+            Option("k", 3, doc="neighbours", check=at_least(1)),
+            Option("dim", 2, doc="embedding dimension", check=at_least(1)),
+            Option("hidden", 64, doc="hidden units of the embedding network", check=at_least(1)),
+            Option("sharpness", 1.0, doc="s in θ_j = −s log(1 + d_j²) (1: t-SNE's kernel)",
+                   check=positive),
+            Option("neighbours", 5, doc="K of the test metrics (trustworthiness, recall)",
+                   check=at_least(1)),
+            Option("example", 0, doc="index of the test image whose θ is studied",
+                   check=at_least(0)),
+            Option("train_steps", 300, doc="Adam steps that train the checkpoint",
+                   check=at_least(0)),
+            Option("seed", 0, doc="seed of the initialisation, of training and of the fixed "
+                   "candidates", check=at_least(0)),
+        ),
+        references="van der Maaten 2009; Xie & Ermon 2019",
+    )
+    parameter_names = ("scores",)
+    measurement_options = ("example",)
+    checkpoint_estimator = "relaxed-topk:temperature=0.5"
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        if self.k >= self.n:
+            raise SpecError(f"tsne-subset needs k < n (some candidates must not be neighbours), "
+                            f"got n={self.n}, k={self.k}")
+        exact = self.n <= MAX_EXACT_N and math.comb(self.n, self.k) <= MAX_EXACT_SUBSETS
+        self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
+
+    def new_model(self, generator: torch.Generator) -> nn.Module:
+        pixels = self.data().train.x.shape[1]
+        return mlp([pixels, self.hidden, self.hidden, self.dim], generator)
+
+    # -- candidates, scores and the loss ----------------------------------------------------
+
+    def candidates(self, pool: Tensor, queries: Tensor, generator: torch.Generator) -> Tensor:
+        """``[Q, n]`` indices into ``pool``: the k nearest of each query, then n − k others.
+
+        ``queries`` ``[Q, D]`` are not in the pool, or are at rank 0 of their own distances
+        (a training query), which is skipped either way since it is then the nearest.
+        """
+        distances = torch.cdist(queries.double(), pool.double())  # [Q, N]
+        order = distances.argsort(dim=1, stable=True)
+        skip = (distances.gather(1, order[:, :1]) == 0).long()  # the query itself, if pooled
+        first = skip + torch.arange(self.k)  # [Q, k] positions of the k nearest
+        rest = len(pool) - self.k - 1  # positions after them, the query excluded
+        others = torch.rand(len(queries), rest, generator=generator).argsort(dim=1)
+        others = others[:, : self.n - self.k] + self.k + 1  # [Q, n − k] in [k+1, N)
+        others = others - 1 + skip  # shift down when the query is not in the pool
+        return order.gather(1, torch.cat([first, others], dim=1))
+
+    def scores_of(self, model: nn.Module, queries: Tensor, candidates: Tensor) -> Tensor:
+        """θ = −s log(1 + ‖e(q) − e(c_j)‖²), ``[*, n]`` for queries ``[*, D]``, ``[*, n, D]``."""
+        eq, ec = model(queries), model(candidates)
+        return -self.sharpness * torch.log1p(((ec - eq.unsqueeze(-2)) ** 2).sum(-1))
+
+    def loss(self, z: Tensor, match: Tensor) -> Tensor:
+        """``[S, *batch]`` from z ``[S, *batch, n]`` and match ``[*batch, n]``."""
+        return 1 - (z * match).sum(-1) / self.k
+
+    def training_loss(self, model: nn.Module, estimator, num_samples: int,
+                      generator: torch.Generator) -> Tensor:
+        x = self.data().train.x
+        dtype = next(model.parameters()).dtype
+        queries = torch.randint(len(x), (TRAIN_QUERIES,), generator=generator)
+        index = self.candidates(x, x[queries], generator)  # [Q, n]; the first k match
+        shuffle = torch.rand(index.shape, generator=generator).argsort(dim=1)
+        index = index.gather(1, shuffle)
+        match = (shuffle < self.k).to(dtype)
+        scores = self.scores_of(model, x[queries].to(dtype), x[index].to(dtype))
+        surrogate = estimator.surrogate(Subset(scores, self.k), lambda z: self.loss(z, match),
+                                        num_samples=num_samples, generator=generator)
+        return surrogate.mean()
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        test = self.data().test.x
+        dtype = next(model.parameters()).dtype
+        embedded = model(test.to(dtype))
+        trust = trustworthiness(test, embedded, self.neighbours)
+        return {"objective": 1 - trust,
+                "objective_source": f"1 − trustworthiness T({self.neighbours}) of the test "
+                "images' embedding",
+                "trustworthiness": trust,
+                "neighbour_recall": neighbour_recall(test, embedded, self.neighbours)}
+
+    # -- the problem at the checkpoint --------------------------------------------------------
+
+    def bind(self, model: nn.Module) -> None:
+        splits = self.data()
+        if self.example >= len(splits.test):
+            raise SpecError(f"tsne-subset: example={self.example} is past the "
+                            f"{len(splits.test)} test images")
+        self.freeze(model)
+        dtype = next(model.parameters()).dtype
+        generator = torch.Generator().manual_seed(self.seed)
+        query = splits.test.x[self.example]
+        chosen = self.candidates(splits.train.x, query[None], generator)[0]
+        shuffle = torch.randperm(self.n, generator=generator)
+        with torch.no_grad():
+            scores = self.scores_of(model, query.to(dtype), splits.train.x[chosen[shuffle]].to(dtype))
+        self.match = (shuffle < self.k).to(dtype)
+        self.scores = scores.detach().clone().requires_grad_(True)
+
+    def distribution(self) -> Subset:
+        return Subset(self.scores, self.k)
+
+    def objective(self, z: Tensor) -> Tensor:
+        return self.loss(z, self.match)
+
+    def expected_objective(self) -> Tensor:
+        if not self.info.exact:
+            raise NotImplementedError(f"{self.spec}: too many candidates to enumerate")
+        return expectation_by_enumeration(self.distribution(), self.objective)
+
+    def config(self) -> dict:
+        return {**super().config(), "match": self.match.tolist()}
