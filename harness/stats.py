@@ -21,6 +21,10 @@ def bias_test(
     A coordinate with zero standard error (an estimator with no variance there) cannot be
     tested statistically: it counts as unbiased when |bias| is within ``tolerance`` (floating
     point round-off), and as certainly biased otherwise.
+
+    The t-tests are asymptotic: when a coordinate's estimates are dominated by events too rare
+    to appear among the draws (an item chosen with probability 1e-4, R · S = 4,000 draws), the
+    sample mean is skewed and the test rejects although the estimator is unbiased.
     """
     bias, stderr = bias.double(), stderr.double()
     pvalues = []
