@@ -43,6 +43,8 @@ from harness.measure import batched_estimates, measure
 from harness.memory import peak_memory
 from problems import PROBLEMS
 
+from .devices import device_or_skip, sync
+
 SIZES = [5, 128]
 BATCHES = [1, 64]
 NUM_SAMPLES = [1, 16]
@@ -76,17 +78,6 @@ VARIANCE_PROBLEMS = {
 VARIANCE_REPLICATES = 1000
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NotImplementedError("no CUDA device")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _cuda_only(*params):
     if params[-1] != "cuda":
         raise NotImplementedError("CUDA allocator statistics: CUDA only")
@@ -99,7 +90,7 @@ class _BatchedEstimate:
     timeout = 120
 
     def _build(self, estimator, size, batch, num_samples, device):
-        self.device = _device(device)
+        self.device = device_or_skip(device)
         problem = PROBLEMS.make(FAMILY_PROBLEMS[self.family].format(n=size))
         self.estimator = ESTIMATORS.make(estimator)
         reason = incompatibility(problem, self.estimator)
@@ -125,7 +116,7 @@ class _EstimatorSuite(_BatchedEstimate):
 
     def time_forward_backward(self, *params):
         self._estimate()
-        _sync(self.device)
+        sync(self.device)
 
 
 class _EstimatorMemory(_BatchedEstimate):

@@ -21,6 +21,11 @@ from torch.distributions import Poisson
 from estimators import ESTIMATORS
 from harness.memory import peak_memory
 
+if __package__:  # imported as benchmarks.bench_gengs (asv discovery, python -m)
+    from .devices import device_or_skip
+else:  # imported by benchmarks/gengs_figures.py run as a script
+    from devices import device_or_skip
+
 RATES = [1, 10, 100]
 BATCHES = [1, 1024]
 DEVICES = ["cpu", "cuda"]
@@ -32,9 +37,7 @@ class GenGS:
     timeout = 120
 
     def setup(self, rate, batch, device):
-        if device == "cuda" and not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")
-        self.device = torch.device(device)
+        self.device = device_or_skip(device)
         self.theta = torch.full((batch,), math.log(rate), device=self.device)
         self.target = float(rate)
         self.estimator = ESTIMATORS.make("gengs")

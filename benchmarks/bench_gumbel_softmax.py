@@ -17,6 +17,8 @@ from torch.distributions import Bernoulli, Independent, OneHotCategorical
 from estimators.gumbel_softmax import relaxed_sample
 from harness.memory import peak_memory
 
+from .devices import device_or_skip
+
 
 class GumbelSoftmax:
     params = (["bernoulli", "categorical"], [16, 4096], [1, 256], ["cpu", "cuda"])
@@ -24,9 +26,7 @@ class GumbelSoftmax:
     timeout = 120
 
     def setup(self, family, size, batch, device):
-        if device == "cuda" and not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")
-        self.device = torch.device(device)
+        self.device = device_or_skip(device)
         generator = torch.Generator(self.device).manual_seed(0)
         self.logits = torch.randn(batch, size, generator=generator, device=self.device)
         self.weights = torch.randn(batch, size, generator=generator, device=self.device)

@@ -19,6 +19,8 @@ from problems import PROBLEMS
 
 from .batched_replicates import loop_estimates
 
+from .devices import device_or_skip, sync
+
 
 def _small_loop_only(estimator, replicates, device):
     if replicates > 100:
@@ -31,26 +33,20 @@ class BatchedReplicates:
     timeout = 120
 
     def setup(self, estimator, replicates, device):
-        if device == "cuda" and not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")
-        self.device = torch.device(device)
+        self.device = device_or_skip(device)
         self.problem = PROBLEMS.make("categorical-linear:k=100").to(self.device, torch.float32)
         self.estimator = ESTIMATORS.make(estimator)
         self.replicates = replicates
         self.generator = torch.Generator(self.device).manual_seed(0)
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def time_batched(self, *args):
         batched_estimates(self.problem, self.estimator, num_samples=1,
                           replicates=self.replicates, generator=self.generator)
-        self._sync()
+        sync(self.device)
 
     def time_loop(self, *args):
         loop_estimates(self.problem, self.estimator, 1, self.replicates, self.generator)
-        self._sync()
+        sync(self.device)
 
     time_loop.setup = _small_loop_only
 

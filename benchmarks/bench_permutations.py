@@ -16,20 +16,11 @@ from estimators import PlackettLuce, draw
 from estimators.neuralsort import neuralsort, neuralsort_apply, softsort
 from harness.memory import peak_memory
 
+from .devices import device_or_skip, sync
+
 SIZES = [256, 4096]
 BATCHES = [1, 32]
 DEVICES = ["cpu", "cuda"]
-
-
-def _device(name):
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NotImplementedError("no CUDA device")
-    return torch.device(name)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class SortRelaxations:
@@ -38,7 +29,7 @@ class SortRelaxations:
     timeout = 600
 
     def setup(self, relaxation, n, batch, device):
-        self.device = _device(device)
+        self.device = device_or_skip(device)
         if self.device.type == "cpu" and n * n * batch > 2**27:
             raise NotImplementedError(
                 "too large for the CPU budget: the full n × n matrices do not fit, and the lean "
@@ -60,7 +51,7 @@ class SortRelaxations:
 
     def time_forward_backward(self, *args):
         self._run()
-        _sync(self.device)
+        sync(self.device)
 
     def track_peak_tensor_bytes(self, *args):
         return peak_memory(self._run, self.device)[0]
@@ -73,7 +64,7 @@ class PlackettLuceKernels:
     param_names = ["n", "batch", "device"]
 
     def setup(self, n, batch, device):
-        self.device = _device(device)
+        self.device = device_or_skip(device)
         if self.device.type == "cpu" and n * n * batch > 2**27:
             raise NotImplementedError("samples are n × n matrices: too large for the CPU budget")
         generator = torch.Generator(self.device).manual_seed(0)
@@ -83,8 +74,8 @@ class PlackettLuceKernels:
 
     def time_sample(self, *args):
         draw(self.dist, 1, self.generator)
-        _sync(self.device)
+        sync(self.device)
 
     def time_log_prob(self, *args):
         self.dist.log_prob(self.samples)
-        _sync(self.device)
+        sync(self.device)

@@ -19,6 +19,8 @@ import torch
 from estimators.relaxed_topk import reference_port_relaxed_topk, relaxed_topk
 from harness.memory import peak_memory
 
+from .devices import device_or_skip
+
 CPU_MAX_STEP_ELEMENTS = 2**23
 KERNELS = {"estibench": relaxed_topk, "reference-port": reference_port_relaxed_topk}
 
@@ -31,11 +33,9 @@ class RelaxedTopK:
     def setup(self, kernel, n, k, batch, device):
         if k > n:
             raise NotImplementedError("k > n")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")
         if device == "cpu" and n * k * batch > CPU_MAX_STEP_ELEMENTS:
             raise NotImplementedError("n · k · batch beyond the CPU budget")
-        self.device = torch.device(device)
+        self.device = device_or_skip(device)
         generator = torch.Generator(self.device).manual_seed(0)
         self.keys = torch.randn(batch, n, generator=generator, device=self.device)
         self.weights = torch.randn(batch, n, generator=generator, device=self.device)

@@ -22,10 +22,10 @@ import torch
 from estimators.neuralsort import neuralsort, neuralsort_apply, reference_port_neuralsort
 from harness.memory import peak_memory
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+if __package__:  # imported as benchmarks.neuralsort_vs_reference (asv discovery, python -m)
+    from .devices import sync
+else:  # run as a script: python benchmarks/neuralsort_vs_reference.py
+    from devices import sync
 
 
 def main() -> None:
@@ -64,10 +64,10 @@ def main() -> None:
             spent = 0.0
             while spent < len(kernels) * args.budget or min(len(t) for t in times.values()) < 3:
                 for name, kernel in kernels.items():
-                    _sync(device)
+                    sync(device)
                     start = time.perf_counter()
                     run(kernel)
-                    _sync(device)
+                    sync(device)
                     times[name].append(time.perf_counter() - start)
                     spent += times[name][-1]
             median = {name: statistics.median(t) for name, t in times.items()}

@@ -43,22 +43,22 @@ from estimators.gumbel_softmax import relaxed_sample
 from estimators.neuralsort import neuralsort, neuralsort_apply, softsort
 from estimators.relaxed_topk import relaxed_topk
 
+if __package__:  # imported as benchmarks.roofline (asv discovery, python -m)
+    from .devices import sync
+else:  # run as a script: python benchmarks/roofline.py
+    from devices import sync
+
 FLOAT32 = 4
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     fn()  # warm-up
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -69,12 +69,12 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5)
     src = torch.rand(n, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    _sync(device)
+    sync(device)
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         dst.copy_(src)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n * FLOAT32 / best
 
