@@ -42,6 +42,11 @@ class CellJob:
     memory: bool
 
 
+def _failed(error: str, trace: str, started: float) -> dict:
+    return {"status": "failed", "error": error, "traceback": trace, "started": started,
+            "finished": time.time()}
+
+
 def run_cell(job: CellJob) -> dict:
     """Run one cell; never raises: failures come back as ``status='failed'`` with the error."""
     import torch
@@ -75,9 +80,8 @@ def run_cell(job: CellJob) -> dict:
     except Exception as error:  # noqa: BLE001 - a failed cell is stored, never fatal
         message = str(error) if isinstance(error, UserError) else (
             f"{type(error).__name__}: {error}")
-        return {"status": "failed", "error": message.splitlines()[0] if message else repr(error),
-                "traceback": traceback.format_exc(), "started": started,
-                "finished": time.time()}
+        return _failed(message.splitlines()[0] if message else repr(error),
+                       traceback.format_exc(), started)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -94,15 +98,16 @@ def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iter
     """Cells in a pool of spawned processes.
 
     A worker that dies (killed for lack of memory, a crash in native code) breaks the whole
-    pool: every cell that had not finished is then run again, each in a process of its own,
-    so that the cell that kills its process is stored as failed and the others complete.
+    pool: the cells that had not finished then run one at a time in a one-worker pool, which
+    runs them in order, so when it breaks the cell it was running is the one that killed it:
+    that cell is stored as failed and a fresh one-worker pool takes the rest.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
-    broken: list[CellJob] = []
+    unfinished: list[CellJob] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(run_cell, job): job for job in jobs}
         try:
@@ -110,23 +115,29 @@ def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iter
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    broken.append(futures[future])
+                    unfinished.append(futures[future])
                     continue
                 yield futures[future], result
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-    for job in broken:  # alone in a fresh process each: a death now is this cell's own
-        started = time.time()
+    while unfinished:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            try:
-                result = pool.submit(run_cell, job).result()
-            except BrokenProcessPool:
-                result = {"status": "failed", "error": "the process running this cell died "
-                          "(killed, e.g. for lack of memory, or crashed in native code)",
-                          "traceback": "", "started": started, "finished": time.time()}
-        yield job, result
+            futures = [pool.submit(run_cell, job) for job in unfinished]
+            for index, (job, future) in enumerate(zip(unfinished, futures)):
+                started = time.time()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # the first cell in order that did not finish
+                    yield job, _failed("the process running this cell died (killed, e.g. "
+                                       "for lack of memory, or crashed in native code)", "",
+                                       started)
+                    unfinished = unfinished[index + 1:]
+                    break
+                yield job, result
+            else:
+                unfinished = []
 
 
 def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
