@@ -22,9 +22,9 @@ from estimators import ESTIMATORS
 from harness.memory import peak_memory
 
 if __package__:  # imported as benchmarks.bench_gengs (asv discovery, python -m)
-    from .devices import device_or_skip
+    from .devices import device_or_skip, sync
 else:  # imported by benchmarks/gengs_figures.py run as a script
-    from devices import device_or_skip
+    from devices import device_or_skip, sync
 
 RATES = [1, 10, 100]
 BATCHES = [1, 1024]
@@ -55,8 +55,7 @@ class GenGS:
 
     def time_sample_backward(self, *args):
         self._run()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def peakmem_sample_backward(self, *args):
         self._run()

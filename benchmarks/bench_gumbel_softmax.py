@@ -17,7 +17,7 @@ from torch.distributions import Bernoulli, Independent, OneHotCategorical
 from estimators.gumbel_softmax import relaxed_sample
 from harness.memory import peak_memory
 
-from .devices import device_or_skip
+from .devices import device_or_skip, sync
 
 
 class GumbelSoftmax:
@@ -44,8 +44,7 @@ class GumbelSoftmax:
 
     def time_forward_backward(self, *args):
         self._run()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def peakmem_forward_backward(self, *args):
         self._run()

@@ -19,7 +19,7 @@ import torch
 from estimators.relaxed_topk import reference_port_relaxed_topk, relaxed_topk
 from harness.memory import peak_memory
 
-from .devices import device_or_skip
+from .devices import device_or_skip, sync
 
 CPU_MAX_STEP_ELEMENTS = 2**23
 KERNELS = {"estibench": relaxed_topk, "reference-port": reference_port_relaxed_topk}
@@ -48,8 +48,7 @@ class RelaxedTopK:
 
     def time_forward_backward(self, *args):
         self._run()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def track_peak_tensor_bytes(self, *args):
         return peak_memory(self._run, self.device)[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.measure import synchronize as sync  # noqa: F401  (re-exported for the suites)
+
 
 def device_or_skip(name: str | torch.device) -> torch.device:
     """``torch.device(name)``, or ``NotImplementedError`` for CUDA on a machine without it."""
@@ -15,9 +17,3 @@ def device_or_skip(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NotImplementedError("no CUDA device")
     return device
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously), so timers see all of it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

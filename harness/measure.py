@@ -199,7 +199,19 @@ def _estimator_config(estimator: Estimator, problem: Problem) -> dict:
     return config
 
 
-def _synchronize(device: torch.device) -> None:
+def compatible_pair(problem: str | Problem, estimator: str | Estimator
+                    ) -> tuple[Problem, Estimator]:
+    """Build both from their specs (or take them built); ``IncompatibleError`` if they don't
+    go together."""
+    problem, estimator = PROBLEMS.make(problem), ESTIMATORS.make(estimator)
+    reason = incompatibility(problem, estimator)
+    if reason is not None:
+        raise IncompatibleError(reason)
+    return problem, estimator
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so timers see all of it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -218,14 +230,14 @@ def median_time(
     seconds have been spent, whichever comes first.
     """
     fn()
-    _synchronize(device)
+    synchronize(device)
     times: list[float] = []
     spent = 0.0
     while len(times) < min_repeats or (len(times) < max_repeats and spent < budget_s):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         times.append(elapsed)
         spent += elapsed
@@ -265,11 +277,7 @@ def measure(
         >>> round(record["true_gradient"][0], 4)
         0.025
     """
-    problem = PROBLEMS.make(problem)
-    estimator = ESTIMATORS.make(estimator)
-    reason = incompatibility(problem, estimator)
-    if reason is not None:
-        raise IncompatibleError(reason)
+    problem, estimator = compatible_pair(problem, estimator)
     _check_count("num_samples", num_samples, 1)
     _check_count("replicates", replicates, 2)
     _check_count("seed", seed, 0)

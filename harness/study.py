@@ -52,6 +52,8 @@ from estimators import ESTIMATORS
 from estimators.errors import UserError
 from estimators.registry import format_spec, split_spec
 from harness.compat import incompatibility
+from harness.measure import DTYPES
+from harness.training import OPTIMIZERS
 from problems import PROBLEMS
 
 if sys.version_info >= (3, 11):
@@ -248,45 +250,43 @@ _TRAINING = {**_GRID, "optimizer": "adam or sgd", "learning_rate": "step size",
              "steps": "optimisation steps", "eval_every": "evaluation interval",
              "variance_replicates": "R at each evaluation"}
 del _TRAINING["replicates"]
-OPTIMIZERS = ("adam", "sgd")
 
 
-def _registry_spec(check: _Checker, registry, value: Any, where: str) -> str:
+def _registry_make(check: _Checker, registry, value: Any, where: str):
     spec = check.string(value, where)
     try:
-        return registry.make(spec).spec
+        return registry.make(spec)
     except UserError as error:
         raise check.fail(where, str(error)) from None
 
 
-def _swept_estimators(check: _Checker, estimators: list[str], sweep: Any, where: str) -> list[str]:
-    """Each estimator spec once per combination of the swept options it declares."""
+def _swept_estimators(check: _Checker, estimators: list, sweep: Any, where: str) -> list:
+    """Each (built) estimator once per combination of the swept options it declares."""
     if not isinstance(sweep, dict):
         raise check.fail(where, f"expected a table of option = [values], got {sweep!r}")
-    for option, values in sweep.items():
-        check.listed(values, f"{where}.{option}", lambda v, w: v)
+    values = {option: check.listed(given, f"{where}.{option}", lambda v, w: v)
+              for option, given in sweep.items()}
     if not sweep:
         return estimators
-    expanded: list[str] = []
+    expanded = {}
     used: set[str] = set()
-    for spec in estimators:
-        name, given = split_spec(spec)
+    for estimator in estimators:
+        name, given = split_spec(estimator.spec)
         declared = {opt.name for opt in ESTIMATORS.get(name).info.options}
         mine = [option for option in sweep if option in declared]
         used.update(mine)
-        grids = [[(option, v) for v in (sweep[option] if isinstance(sweep[option], list)
-                                        else [sweep[option]])] for option in mine]
+        grids = [[(option, v) for v in values[option]] for option in mine]
         for combination in itertools.product(*grids):
             try:
-                swept = format_spec(name, {**given, **dict(combination)})
-                expanded.append(ESTIMATORS.make(swept).spec)
+                swept = ESTIMATORS.make(format_spec(name, {**given, **dict(combination)}))
+                expanded.setdefault(swept.spec, swept)
             except UserError as error:
                 raise check.fail(where, f"{dict(combination)} on {name!r}: {error}") from None
     unused = [option for option in sweep if option not in used]
     if unused:
         raise check.fail(f"{where}.{unused[0]}",
                          "no estimator of this grid has this option, so sweeping it does nothing")
-    return list(dict.fromkeys(expanded))
+    return list(expanded.values())
 
 
 def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) -> dict:
@@ -297,11 +297,15 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
         if required not in table:
             raise check.fail(f"{where}.{required}", "missing: every grid lists its "
                              "problems and estimators")
-    problems = check.listed(table["problems"], f"{where}.problems",
-                            lambda v, w: _registry_spec(check, PROBLEMS, v, w))
-    estimators = check.listed(table["estimators"], f"{where}.estimators",
-                              lambda v, w: _registry_spec(check, ESTIMATORS, v, w))
-    estimators = _swept_estimators(check, estimators, table.get("sweep", {}), f"{where}.sweep")
+    built = check.listed(table["problems"], f"{where}.problems",
+                         lambda v, w: _registry_make(check, PROBLEMS, v, w))
+    problems = [problem.spec for problem in built]
+    built_problems = {problem.spec: problem for problem in built}
+    built = check.listed(table["estimators"], f"{where}.estimators",
+                         lambda v, w: _registry_make(check, ESTIMATORS, v, w))
+    built = _swept_estimators(check, built, table.get("sweep", {}), f"{where}.sweep")
+    estimators = [estimator.spec for estimator in built]
+    built_estimators = {estimator.spec: estimator for estimator in built}
     num_samples = check.listed(table.get("num_samples", [1]), f"{where}.num_samples",
                                lambda v, w: check.integer(v, w, 1))
     seeds = check.listed(table.get("seeds", [0]), f"{where}.seeds",
@@ -310,7 +314,7 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
     if training:
         settings.update(
             optimizer=check.string(table.get("optimizer", "adam"), f"{where}.optimizer",
-                                   OPTIMIZERS),
+                                   tuple(OPTIMIZERS)),
             learning_rate=check.number(table.get("learning_rate", 0.05),
                                        f"{where}.learning_rate"),
             steps=check.integer(table.get("steps", 100), f"{where}.steps", 1),
@@ -321,8 +325,6 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
     else:
         settings["replicates"] = check.integer(table.get("replicates", study["replicates"]),
                                                f"{where}.replicates", 2)
-    built_problems = {spec: PROBLEMS.make(spec) for spec in problems}
-    built_estimators = {spec: ESTIMATORS.make(spec) for spec in estimators}
     incompatible = {}
     for problem, estimator in itertools.product(problems, estimators):
         reason = incompatibility(built_problems[problem], built_estimators[estimator])
@@ -350,8 +352,6 @@ def parse_study(text: str, path: str = "<string>") -> Study:
     name = check.string(document["name"], "name")
     if not _NAME.match(name):
         raise check.fail("name", f"{name!r} is not a valid name: use letters, digits, - _ .")
-    from harness.measure import DTYPES  # noqa: PLC0415 - avoid importing torch helpers early
-
     study = {
         "device": check.string(document.get("device", "cpu"), "device"),
         "dtype": check.string(document.get("dtype", "float32"), "dtype", tuple(DTYPES)),

@@ -21,13 +21,11 @@ import time
 
 import torch
 
-from estimators import ESTIMATORS
-from estimators.errors import IncompatibleError, UserError
+from estimators.errors import UserError
 from estimators.families import draw
 from harness import provenance
-from harness.compat import incompatibility
-from harness.measure import batched_estimates, derived_seed, resolve_device, resolve_dtype
-from problems import PROBLEMS
+from harness.measure import (batched_estimates, compatible_pair, derived_seed, resolve_device,
+                             resolve_dtype, synchronize)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 MONTE_CARLO_SAMPLES = 4096
@@ -68,11 +66,7 @@ def train(
         >>> [point["step"] for point in record["curve"]]
         [0, 10, 20]
     """
-    problem_obj = PROBLEMS.make(problem)
-    estimator_obj = ESTIMATORS.make(estimator)
-    reason = incompatibility(problem_obj, estimator_obj)
-    if reason is not None:
-        raise IncompatibleError(reason)
+    problem_obj, estimator_obj = compatible_pair(problem, estimator)
     if optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -114,12 +108,12 @@ def train(
             surrogate = estimator_obj.surrogate(work.distribution(), work.objective,
                                                 num_samples=num_samples, generator=generator)
         surrogate.sum().backward()
-        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             raise UserError(f"{estimator_obj.spec} gave a non-finite gradient at step {step} on "
                             f"{problem_obj.spec}; lower the learning rate or change settings")
         opt.step()
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize(torch_device)
+        synchronize(torch_device)
         optimising += time.perf_counter() - start
 
     return {
