@@ -14,6 +14,7 @@ from reports import figures as fig_module
 from reports import tables as tab_module
 from reports.frames import aggregate, prepare, short_labels
 from reports.read import load, load_skipped, study_info
+from reports.units import number
 
 FORMATS = ("html", "md", "latex", "png", "svg", "pdf")
 DEFAULT_FORMATS = ("html", "md", "latex", "png")
@@ -40,12 +41,12 @@ def _winners(agg: pd.DataFrame) -> list[str]:
             if varying.empty:
                 continue
             best = varying.loc[varying.mse.idxmin()]
-            text = f"N={n}: <b>{html.escape(best.estimator_label)}</b> (MSE {tab_module.number(best.mse)}"
+            text = f"N={n}: <b>{html.escape(best.estimator_label)}</b> (MSE {number(best.mse)}"
             unbiased = varying[varying.bias_pvalue >= ALPHA]
             if not unbiased.empty and unbiased.mse.idxmin() != varying.mse.idxmin():
                 fair = unbiased.loc[unbiased.mse.idxmin()]
                 text += (f"; without detected bias: {html.escape(fair.estimator_label)}, "
-                         f"{tab_module.number(fair.mse)}")
+                         f"{number(fair.mse)}")
             parts.append(text + ")")
         if parts:
             lines.append(f"<li><b>{html.escape(problem)}</b>: lowest MSE at " + "; ".join(parts)
@@ -74,28 +75,27 @@ details summary{cursor:pointer;font-weight:600}
 """
 
 
-def _png_data(figure) -> str:
+def _png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
 
 
-def _cells_table(frame: pd.DataFrame) -> str:
+def _cells_table(frame: pd.DataFrame, labels: dict[str, str]) -> str:
     if frame.empty:
         return "<p>No cells.</p>"
-    problems = estimators = {**short_labels(frame.problem), **short_labels(frame.estimator)}
     rows = []
     frame = frame.sort_values(["kind", "problem", "estimator", "num_samples", "seed"],
                               kind="stable")
     for _, row in frame.iterrows():
         status = html.escape(str(row.status))
-        mse = tab_module.number(row.get("mse")) if row.status == "ok" else ""
+        mse = number(row.get("mse")) if row.status == "ok" else ""
         error = html.escape(str(row.error)) if row.status != "ok" else ""
         rows.append(
             f"<tr class=\"cell {'' if row.status == 'ok' else 'failed'}\" "
             f"data-key=\"{html.escape(str(row.key))}\"><td class=\"name\">"
-            f"{html.escape(problems[row.problem])}</td><td class=\"name\">"
-            f"{html.escape(estimators[row.estimator])}</td><td class=\"num\">{row.num_samples}"
+            f"{html.escape(labels[row.problem])}</td><td class=\"name\">"
+            f"{html.escape(labels[row.estimator])}</td><td class=\"num\">{row.num_samples}"
             f"</td><td class=\"num\">{row.seed}</td><td>{status}</td><td class=\"num\">{mse}"
             f"</td><td>{error}</td></tr>")
     return ("<div class=\"scroll\"><table id=\"cells\"><thead><tr><th>problem</th>"
@@ -169,14 +169,18 @@ def build_report(directory: str | Path, out: str | Path | None = None,
             figure_html.append(f"<h3>{html.escape(title)}</h3><p class=\"note\">Not drawn: "
                                f"{html.escape(result)}.</p>")
             continue
+        png = _png_bytes(result)  # rendered once: the .png file and the page's inline image
         for fmt in ("png", "svg", "pdf"):
             if fmt in formats:
                 path = out / f"{name}.{fmt}"
-                result.savefig(path, bbox_inches="tight")
+                if fmt == "png":
+                    path.write_bytes(png)
+                else:
+                    result.savefig(path, bbox_inches="tight")
                 written.append(path)
         figure_html.append(f"<figure><figcaption>{html.escape(title)}</figcaption>"
                            f"<img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,"
-                           f"{_png_data(result)}\"></figure>")
+                           f"{base64.b64encode(png).decode('ascii')}\"></figure>")
         fig_module.plt.close(result)
 
     if "md" in formats:
@@ -221,7 +225,7 @@ per-coordinate standard errors (over seeds: their mean and its standard error).<
 <h2 id="figures">Figures</h2>
 {''.join(figure_html)}
 <h2 id="all-cells">All cells</h2>
-{_cells_table(cells)}
+{_cells_table(cells, labels)}
 <h3>Skipped pairs</h3>
 {('<div class="scroll"><table><thead><tr><th>kind</th><th>problem</th><th>estimator</th>'
   '<th>reason</th></tr></thead><tbody>' + skipped_html + '</tbody></table></div>')
