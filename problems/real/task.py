@@ -42,7 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from estimators import ESTIMATORS
-from problems.base import Problem
+from estimators.errors import SpecError
+from problems.base import Problem, expectation_by_enumeration
 from problems.real import data
 
 _CHECKPOINTS: dict[str, nn.Module] = {}
@@ -60,18 +61,18 @@ def checkpoint_dir() -> Path | None:
     return Path(cache).expanduser() / "estibench" / "checkpoints"
 
 
-def _checkpoint_file(key: str, estimator: str) -> Path | None:
+def _checkpoint_file(key: str, estimator: str, dataset: str) -> Path | None:
     root = checkpoint_dir()
     if root is None:
         return None
     text = json.dumps([key, estimator, CHECKPOINT_LEARNING_RATE, CHECKPOINT_FORMAT,
-                       torch.__version__, _data_stamp(json.loads(key).get("dataset"))])
+                       torch.__version__, _data_stamp(dataset)])
     return root / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
 
 
-def _data_stamp(dataset: str | None) -> list:
+def _data_stamp(dataset: str) -> list:
     """Size and modification time of a user's data files (built-in data sets: nothing)."""
-    if dataset is None or dataset in data.BUILT_IN:
+    if dataset in data.BUILT_IN:
         return []
     path = Path(dataset).expanduser()
     files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -223,7 +224,7 @@ class Task(Problem):
             return
         key = self.checkpoint_key()
         if key not in _CHECKPOINTS:
-            path = _checkpoint_file(key, self.checkpoint_estimator)
+            path = _checkpoint_file(key, self.checkpoint_estimator, self.dataset)
             model = _load_checkpoint(path) if path is not None else None
             if model is None:
                 model = fit(self, self.checkpoint_estimator, self.train_steps, self.seed)
@@ -251,11 +252,7 @@ class Task(Problem):
         new.model = copy.deepcopy(self.model).to(device=device, dtype=dtype)
         new.model.requires_grad_(False)
         new.model.eval()
-        new.on_moved()
         return new
-
-    def on_moved(self) -> None:
-        """Hook after ``to``: refresh anything derived from the networks (none by default)."""
 
     def training_session(self, seed: int, device=None, dtype=None) -> TrainingSession:
         """Fresh networks (initialised from ``seed``) to train with any estimator."""
@@ -276,6 +273,19 @@ class Task(Problem):
     def bind(self, model: nn.Module) -> None:
         """Freeze ``model``, set ``self.model`` and θ (leaves) and the fixed inputs."""
         raise NotImplementedError
+
+    def expected_objective(self) -> Tensor:
+        """E f by enumerating the support where ``info.exact`` (the VAEs sum per image)."""
+        if not self.info.exact:
+            raise NotImplementedError(f"{self.spec}: too large a support to enumerate")
+        return expectation_by_enumeration(self.distribution(), self.objective)
+
+    def check_example(self) -> None:
+        """``example`` indexes the test set: one clear message when it is past the end."""
+        count = len(self.data().test)
+        if self.example >= count:
+            raise SpecError(f"{self.info.name}: example={self.example} is past the {count} "
+                            "test images")
 
     def freeze(self, model: nn.Module) -> None:
         model.requires_grad_(False)

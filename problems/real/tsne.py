@@ -26,6 +26,7 @@ expectation is exact by enumerating the C(n, k) subsets (n ≤ 16).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -34,22 +35,53 @@ from torch import Tensor, nn
 from estimators.errors import SpecError
 from estimators.registry import Option, at_least, positive
 from estimators.subset import Subset
-from problems.base import ProblemInfo, expectation_by_enumeration, register
+from problems.base import ProblemInfo, register
+from problems.subsets import enumerable_subsets
+from problems.real import data
 from problems.real.task import Task, mlp
 
 TRAIN_QUERIES = 32
-MAX_EXACT_N = 16
-MAX_EXACT_SUBSETS = 2**16
+
+
+def input_order(x: Tensor) -> Tensor:
+    """``[N, N]``: each point's indices in input space, nearest first, the point itself first
+    of all (even among duplicates); ties in the order of the index."""
+    distances = torch.cdist(x, x)
+    distances.fill_diagonal_(-1.0)
+    return distances.argsort(dim=1, stable=True)
 
 
 def input_ranks(x: Tensor) -> Tensor:
     """``[N, N]``: rank of j among i's neighbours in input space (1: nearest; i itself: 0)."""
-    distances = torch.cdist(x, x)
-    distances.fill_diagonal_(-1.0)  # the point itself first, even among duplicates
-    order = distances.argsort(dim=1, stable=True)
+    order = input_order(x)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(len(x)).expand_as(order).contiguous())
     return ranks
+
+
+@functools.lru_cache(maxsize=2)
+def training_order(dataset: str) -> Tensor:
+    """``[N, N − 1]``: every training image's other training images, nearest first, computed
+    once per data set (it is fixed); stored in the smallest integer type that holds N."""
+    x = data.load(dataset).train.x.double()
+    kind = torch.int16 if len(x) <= torch.iinfo(torch.int16).max else torch.int32
+    return input_order(x)[:, 1:].to(kind)
+
+
+def pool_order(pool: Tensor, queries: Tensor) -> Tensor:
+    """``[Q, N − 1]``: for queries that are not in ``pool``, its indices nearest first; a pool
+    image at distance 0 (the query's duplicate) is left out like a query's own image."""
+    distances = torch.cdist(queries.double(), pool.double())  # [Q, N]
+    order = distances.argsort(dim=1, stable=True)
+    skip = (distances.gather(1, order[:, :1]) == 0).long()
+    return order.gather(1, skip + torch.arange(len(pool) - 1))
+
+
+def nearest_neighbours(points: Tensor, k: int) -> Tensor:
+    """``[N, k]``: indices of each point's k nearest other points."""
+    distances = torch.cdist(points.double(), points.double())
+    distances.fill_diagonal_(math.inf)
+    return distances.topk(k, dim=1, largest=False).indices
 
 
 def trustworthiness(x: Tensor, y: Tensor, neighbours: int) -> float:
@@ -63,21 +95,13 @@ def trustworthiness(x: Tensor, y: Tensor, neighbours: int) -> float:
     if not 1 <= k < n / 2:
         raise ValueError(f"trustworthiness needs 1 <= neighbours < N/2, got {k} for N={n}")
     ranks = input_ranks(x.double())
-    embedded = torch.cdist(y.double(), y.double())
-    embedded.fill_diagonal_(math.inf)
-    nearest = embedded.topk(k, dim=1, largest=False).indices  # [N, K]
-    excess = int((ranks.gather(1, nearest) - k).clamp(min=0).sum())
+    excess = int((ranks.gather(1, nearest_neighbours(y, k)) - k).clamp(min=0).sum())
     return float(1 - 2 / (n * k * (2 * n - 3 * k - 1)) * excess)
 
 
 def neighbour_recall(x: Tensor, y: Tensor, neighbours: int) -> float:
     """Share of the K input-space nearest neighbours among the K nearest in the embedding."""
-    def nearest(points: Tensor) -> Tensor:
-        distances = torch.cdist(points.double(), points.double())
-        distances.fill_diagonal_(math.inf)
-        return distances.topk(neighbours, dim=1, largest=False).indices
-
-    near_x, near_y = nearest(x), nearest(y)
+    near_x, near_y = nearest_neighbours(x, neighbours), nearest_neighbours(y, neighbours)
     shared = (near_x.unsqueeze(-1) == near_y.unsqueeze(-2)).any(-1)
     return float(shared.double().mean())
 
@@ -119,7 +143,7 @@ class TSNESubset(Task):
         if self.k >= self.n:
             raise SpecError(f"tsne-subset needs k < n (some candidates must not be neighbours), "
                             f"got n={self.n}, k={self.k}")
-        exact = self.n <= MAX_EXACT_N and math.comb(self.n, self.k) <= MAX_EXACT_SUBSETS
+        exact = enumerable_subsets(self.n, self.k)
         self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
 
     def new_model(self, generator: torch.Generator) -> nn.Module:
@@ -128,21 +152,12 @@ class TSNESubset(Task):
 
     # -- candidates, scores and the loss ----------------------------------------------------
 
-    def candidates(self, pool: Tensor, queries: Tensor, generator: torch.Generator) -> Tensor:
-        """``[Q, n]`` indices into ``pool``: the k nearest of each query, then n − k others.
-
-        ``queries`` ``[Q, D]`` are not in the pool, or are at rank 0 of their own distances
-        (a training query), which is skipped either way since it is then the nearest.
-        """
-        distances = torch.cdist(queries.double(), pool.double())  # [Q, N]
-        order = distances.argsort(dim=1, stable=True)
-        skip = (distances.gather(1, order[:, :1]) == 0).long()  # the query itself, if pooled
-        first = skip + torch.arange(self.k)  # [Q, k] positions of the k nearest
-        rest = len(pool) - self.k - 1  # positions after them, the query excluded
-        others = torch.rand(len(queries), rest, generator=generator).argsort(dim=1)
-        others = others[:, : self.n - self.k] + self.k + 1  # [Q, n − k] in [k+1, N)
-        others = others - 1 + skip  # shift down when the query is not in the pool
-        return order.gather(1, torch.cat([first, others], dim=1))
+    def candidates(self, order: Tensor, generator: torch.Generator) -> Tensor:
+        """``[Q, n]``: from each query's pool indices nearest first (``order`` ``[Q, M]``, the
+        query left out), its k nearest, then n − k drawn uniformly from the other M − k."""
+        others = torch.rand(len(order), order.shape[1] - self.k, generator=generator)
+        others = others.argsort(dim=1)[:, : self.n - self.k] + self.k
+        return torch.cat([order[:, : self.k], order.gather(1, others)], dim=1)
 
     def scores_of(self, model: nn.Module, queries: Tensor, candidates: Tensor) -> Tensor:
         """θ = −s log(1 + ‖e(q) − e(c_j)‖²), ``[*, n]`` for queries ``[*, D]``, ``[*, n, D]``."""
@@ -158,7 +173,8 @@ class TSNESubset(Task):
         x = self.data().train.x
         dtype = next(model.parameters()).dtype
         queries = torch.randint(len(x), (TRAIN_QUERIES,), generator=generator)
-        index = self.candidates(x, x[queries], generator)  # [Q, n]; the first k match
+        order = training_order(self.dataset)[queries].long()
+        index = self.candidates(order, generator)  # [Q, n]; the first k match
         shuffle = torch.rand(index.shape, generator=generator).argsort(dim=1)
         index = index.gather(1, shuffle)
         match = (shuffle < self.k).to(dtype)
@@ -181,15 +197,13 @@ class TSNESubset(Task):
     # -- the problem at the checkpoint --------------------------------------------------------
 
     def bind(self, model: nn.Module) -> None:
+        self.check_example()
         splits = self.data()
-        if self.example >= len(splits.test):
-            raise SpecError(f"tsne-subset: example={self.example} is past the "
-                            f"{len(splits.test)} test images")
         self.freeze(model)
         dtype = next(model.parameters()).dtype
         generator = torch.Generator().manual_seed(self.seed)
         query = splits.test.x[self.example]
-        chosen = self.candidates(splits.train.x, query[None], generator)[0]
+        chosen = self.candidates(pool_order(splits.train.x, query[None]), generator)[0]
         shuffle = torch.randperm(self.n, generator=generator)
         with torch.no_grad():
             scores = self.scores_of(model, query.to(dtype), splits.train.x[chosen[shuffle]].to(dtype))
@@ -202,10 +216,6 @@ class TSNESubset(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.match)
 
-    def expected_objective(self) -> Tensor:
-        if not self.info.exact:
-            raise NotImplementedError(f"{self.spec}: too many candidates to enumerate")
-        return expectation_by_enumeration(self.distribution(), self.objective)
 
     def config(self) -> dict:
         return {**super().config(), "match": self.match.tolist()}

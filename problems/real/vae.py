@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, OneHotCategorical, Poisson
 
+from estimators.exact import MAX_SUPPORT
 from estimators.families import draw
 from estimators.registry import Option, at_least, positive
 from problems.base import ProblemInfo, register
@@ -48,7 +49,7 @@ MAX_EXACT_SUPPORT = 4096
 MONTE_CARLO_SAMPLES = 64
 
 
-def _options(latent: int, train_steps: int, extra: tuple[Option, ...] = ()) -> tuple[Option, ...]:
+def _options(latent: int, extra: tuple[Option, ...] = ()) -> tuple[Option, ...]:
     return (
         Option("dataset", "digits", doc="digits, mnist, or a path to an .npz file or a "
                "directory of IDX files (images are binarised at 1/2)"),
@@ -74,7 +75,7 @@ class VAE(Task):
         super().__init__(**options)
         joint = self.joint_support_size()
         self.info = dataclasses.replace(self.info, exact=self.support() is not None,
-                                        enumerable=joint is not None and joint <= 2**16)
+                                        enumerable=joint is not None and joint <= MAX_SUPPORT)
 
     # -- the latent family -----------------------------------------------------------------
 
@@ -189,19 +190,25 @@ class VAE(Task):
             num_samples=num_samples, generator=generator)
         return surrogate / x.shape[0]
 
-    def mean_negative_elbo(self, model: nn.Module, images: Tensor) -> tuple[float, str]:
-        """Mean −ELBO per image (nats): exact by enumeration, else Monte Carlo (64 samples)."""
+    def negative_elbos(self, model: nn.Module, items: Tensor) -> tuple[Tensor, str]:
+        """−ELBO of each item ``[N]`` (nats) and how it was computed: exact by enumeration,
+        else Monte Carlo (64 samples of q)."""
         dtype = next(model.parameters()).dtype
-        x = self.inputs(images).to(dtype)
+        x = self.inputs(items).to(dtype)
         logits = self.encode(model, x)
         support = self.support()
         if support is not None:
             recon = self.expected_reconstruction(model, x, logits, support.to(logits))
-            return float((recon + self.kl(logits)).mean()), "exact"
+            return recon + self.kl(logits), "exact"
         generator = torch.Generator().manual_seed(0)
         z = draw(self.latent_distribution(logits), MONTE_CARLO_SAMPLES, generator)
         recon = self.reconstruction(model, x, z).mean(0)
-        return float((recon + self.kl(logits)).mean()), f"monte-carlo ({MONTE_CARLO_SAMPLES})"
+        return recon + self.kl(logits), f"monte-carlo ({MONTE_CARLO_SAMPLES})"
+
+    def mean_negative_elbo(self, model: nn.Module, images: Tensor) -> tuple[float, str]:
+        """Mean −ELBO per image (nats), and how it was computed."""
+        values, source = self.negative_elbos(model, images)
+        return float(values.mean()), source
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         splits = self.data()
@@ -218,7 +225,7 @@ class VAEBernoulli(VAE):
         description="VAE with Bernoulli latents on binarised digits; θ: encoder logits of a "
         "fixed test minibatch; exact for latent <= 12.",
         family="bernoulli", exact=True, relaxable=True, enumerable=False,
-        options=_options(8, 500),
+        options=_options(8),
         references="Kingma & Welling 2014; Tucker et al. 2017; Grathwohl et al. 2018",
     )
     checkpoint_estimator = "gumbel-softmax:temperature=0.5"
@@ -252,7 +259,7 @@ class VAECategorical(VAE):
         description="VAE with categorical latents on binarised digits; θ: encoder logits of a "
         "fixed test minibatch; exact when classes^latent <= 4096.",
         family="categorical", exact=True, relaxable=True, enumerable=False,
-        options=_options(4, 500, (Option("classes", 8, doc="classes of each latent variable",
+        options=_options(4, (Option("classes", 8, doc="classes of each latent variable",
                                           check=at_least(2)),)),
         references="Jang et al. 2017; Maddison et al. 2017",
     )
@@ -291,7 +298,7 @@ class VAEPoisson(VAE):
         description="VAE with Poisson latents on binarised digits; θ: encoder log-rates of a "
         "fixed test minibatch; reference gradient.",
         family="count", exact=False, relaxable=True, enumerable=False,
-        options=_options(8, 500, (Option("prior_rate", 1.0, doc="rate λ₀ of the Poisson prior",
+        options=_options(8, (Option("prior_rate", 1.0, doc="rate λ₀ of the Poisson prior",
                                          check=positive),)),
         references="Joo et al. 2020",
     )
