@@ -25,6 +25,12 @@ custom autograd function runs the k steps in place without a graph. Past a small
 only the keys at the start of every segment of s = ⌈√k⌉ steps; its backward recomputes one
 segment at a time and applies each step's hand-derived backward (``_backward_step``), so it
 holds O((k/s + s) n) memory instead of O(k n), for one extra forward pass of compute.
+
+**Speed.** On the CPU, float32 and float64 rows go to a C kernel (``csrc/relaxed_topk.c``,
+built on first use by :mod:`estimators.native`) that runs the same steps, the same segments
+and the same backward one row at a time, so that the row stays in cache for all k steps. The
+torch implementation below is the fallback (CUDA, other dtypes, no C compiler,
+``ESTIBENCH_KERNELS=off``) and the specification the kernel is tested against.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from estimators import native
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.gumbel_softmax import TEMPERATURE
 from estimators.subset import Subset, topk_khot
@@ -153,7 +160,55 @@ class _RelaxedTopK(torch.autograd.Function):
         return grad, None, None, None
 
 
-def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None) -> Tensor:
+class _NativeRelaxedTopK(torch.autograd.Function):
+    """The C kernel: forward keeps the row at the start of every segment (but the first, which
+    is the keys), backward recomputes one segment at a time. Rows are split over threads."""
+
+    @staticmethod
+    def forward(ctx, keys: Tensor, k: int, tau: float, segment: int, keep: bool) -> Tensor:
+        library, n = native.library(), keys.shape[-1]
+        x = keys.detach().reshape(-1, n).contiguous()
+        rows = x.shape[0]
+        total = torch.empty_like(x)
+        segments = -(-k // segment)
+        kept = x.new_empty((rows, segments - 1, n)) if keep else None
+        threads = native.threads_for(rows, rows * n * k)
+        scratch = x.new_empty((threads, 2 * n))
+        kernel = getattr(library, f"estibench_relaxed_topk_forward_{native.suffix(x)}")
+        native.over_rows(rows, threads, lambda slot, lo, hi: kernel(
+            x.data_ptr(), total.data_ptr(), None if kept is None else kept.data_ptr(),
+            lo, hi, n, k, tau, segment, scratch[slot].data_ptr()))
+        ctx.k, ctx.tau, ctx.segment, ctx.library = k, tau, segment, library
+        if kept is not None:
+            ctx.save_for_backward(x, kept)
+        return total.view(keys.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total: Tensor):
+        k, tau, segment = ctx.k, ctx.tau, ctx.segment
+        x, kept = ctx.saved_tensors
+        rows, n = x.shape
+        grad = grad_total.reshape(rows, n).to(x.dtype).contiguous()
+        grad_keys = torch.empty_like(x)
+        threads = native.threads_for(rows, 2 * rows * n * k)
+        scratch = x.new_empty((threads, (segment + 2) * n))
+        library, suffix = ctx.library, native.suffix(x)
+        record_bytes = getattr(library, f"estibench_relaxed_topk_record_bytes_{suffix}")()
+        records = torch.empty((threads, segment * record_bytes), dtype=torch.uint8)
+        kernel = getattr(library, f"estibench_relaxed_topk_backward_{suffix}")
+        native.over_rows(rows, threads, lambda slot, lo, hi: kernel(
+            x.data_ptr(), kept.data_ptr(), grad.data_ptr(), grad_keys.data_ptr(), lo, hi, n, k,
+            tau, segment, scratch[slot].data_ptr(), records[slot].data_ptr()))
+        return grad_keys.view(grad_total.shape), None, None, None, None
+
+
+BACKENDS = ("auto", "native", "torch")
+
+
+def relaxed_topk(
+    keys: Tensor, k: int, tau: float, *, segment: int | None = None, backend: str = "auto"
+) -> Tensor:
     """The relaxed k-hot Σ_j α^j of ``keys`` ``[*, n]`` at temperature ``tau``.
 
     Args:
@@ -162,7 +217,10 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
         tau: temperature > 0.
         segment: steps per segment: the forward keeps k/segment keys, the backward
             recomputes and holds one segment's steps at a time. By default every step is
-            kept when k · numel(keys) <= 2^18, else segments of ⌈√k⌉ steps.
+            kept when k · numel(keys) <= 2^18 (torch path), else segments of ⌈√k⌉ steps.
+        backend: ``"native"``: the C kernel (CPU, float32/float64; raises if it cannot be
+            used); ``"torch"``: the torch implementation; ``"auto"``: the kernel where it
+            can be used, else torch.
 
     Example:
         >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.1)
@@ -174,7 +232,32 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, *, segment: int | None = None
         raise ValueError(f"relaxed_topk needs 1 <= k <= n = {n}, got k={k}")
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"relaxed_topk needs a finite temperature > 0, got {tau}")
+    if segment is not None and not (isinstance(segment, int) and segment >= 1):
+        raise ValueError(f"relaxed_topk needs segment >= 1, got {segment!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"relaxed_topk backend must be one of {BACKENDS}, got {backend!r}")
+    if not bool(torch.isfinite(keys).all()):
+        raise ValueError("relaxed_topk needs finite keys (logits plus Gumbel noise); got NaN or ±inf")
+    if backend != "torch" and keys.numel() > 0:
+        usable = native.supports(keys) and native.library() is not None
+        if usable:
+            keep = torch.is_grad_enabled() and keys.requires_grad  # checkpoints for a backward
+            return _NativeRelaxedTopK.apply(keys, k, float(tau),
+                                            segment or math.ceil(math.sqrt(k)), keep)
+        if backend == "native":
+            why = (f"{keys.dtype} on {keys.device}" if not native.supports(keys)
+                   else native.status())
+            raise RuntimeError(f"relaxed_topk backend 'native' cannot be used: {why}")
     return _RelaxedTopK.apply(keys, k, float(tau), segment)
+
+
+def implementation(like: Tensor) -> str:
+    """Which implementation ``relaxed_topk`` (backend "auto") runs for keys like ``like``."""
+    if not native.supports(like):
+        return f"torch ({like.dtype} on {like.device.type})"
+    if native.library() is None:
+        return f"torch ({native.status()})"
+    return "C kernel"
 
 
 def reference_port_relaxed_topk(keys: Tensor, k: int, tau: float) -> Tensor:
@@ -222,6 +305,9 @@ class RelaxedTopK(Estimator):
         dist, keys = _subset_inputs(self, dist, num_samples, generator)
         return f(relaxed_topk(keys, dist.k, self.temperature)).mean(0)
 
+    def diagnostics(self, dist: Distribution) -> dict:
+        return {"kernel": implementation(dist.logits)}
+
 
 @register
 class STRelaxedTopK(Estimator):
@@ -243,3 +329,5 @@ class STRelaxedTopK(Estimator):
         relaxed = relaxed_topk(keys, dist.k, self.temperature)
         hard = topk_khot(keys.detach(), dist.k)
         return f(hard + (relaxed - relaxed.detach())).mean(0)
+
+    diagnostics = RelaxedTopK.diagnostics

@@ -6,16 +6,20 @@ import pytest
 import torch
 
 _CHECKPOINTS = tempfile.mkdtemp(prefix="estibench-checkpoints-")
+_KERNELS = tempfile.mkdtemp(prefix="estibench-kernels-")
 
 
 def pytest_configure(config):
-    """Real tasks cache their checkpoints on disk: in a temporary directory during the tests,
-    not in the user's cache (worker processes inherit the variable)."""
+    """Real tasks cache their checkpoints, and the C kernels their builds, on disk: in
+    temporary directories during the tests, not in the user's cache (worker processes inherit
+    the variables). The kernels are built once per test session (about a second)."""
     os.environ["ESTIBENCH_CHECKPOINTS"] = _CHECKPOINTS
+    os.environ["ESTIBENCH_KERNELS"] = _KERNELS
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(_CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(_KERNELS, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

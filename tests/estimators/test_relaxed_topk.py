@@ -8,12 +8,20 @@ import math
 import pytest
 import torch
 
-from estimators import ESTIMATORS, Subset, noise
+from estimators import ESTIMATORS, Subset, native, noise
 from estimators.relaxed_topk import reference_port_relaxed_topk, relaxed_topk
 from estimators.subset import topk_khot
 from harness import measure
 from harness.memory import peak_memory
 from tests.statistical import z_threshold
+
+
+@pytest.fixture(params=["torch", "native"])
+def backend(request):
+    """Each formula test runs on the torch implementation and on the C kernel (CPU)."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip(f"the C kernel is unavailable here: {native.status()}")
+    return request.param
 
 
 def textbook(keys: torch.Tensor, k: int, tau: float) -> torch.Tensor:
@@ -33,12 +41,12 @@ def gumbel_keys(logits, samples, seed):
 
 
 @pytest.mark.parametrize("tau", [0.1, 1.0, 10.0])
-def test_the_papers_synthetic_check(tau):
+def test_the_papers_synthetic_check(tau, backend):
     """n = 4, k = 2, weights ∝ (1, 2, 3, 4): the top-k of 10,000 relaxed samples is within
     total variation 0.02 of the exact subset probabilities (Xie & Ermon 2019 report ≈ 0.016)."""
     logits = torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
     dist = Subset(logits, 2)
-    y = relaxed_topk(gumbel_keys(logits, 10_000, seed=0), 2, tau)
+    y = relaxed_topk(gumbel_keys(logits, 10_000, seed=0), 2, tau, backend=backend)
     hard = topk_khot(y, 2)
     support = dist.enumerate_support()  # [6, 4]
     exact = dist.log_prob(support).exp()
@@ -48,36 +56,36 @@ def test_the_papers_synthetic_check(tau):
 
 
 @pytest.mark.parametrize("k, tau", [(1, 0.5), (3, 0.5), (3, 2.0), (7, 0.3), (10, 1.0)])
-def test_matches_the_textbook_recursion_with_and_without_checkpointing(k, tau):
+def test_matches_the_textbook_recursion_with_and_without_checkpointing(k, tau, backend):
     logits = torch.randn(2, 10, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     keys = gumbel_keys(logits, 3, seed=k).requires_grad_(True)
     weights = torch.randn(10, dtype=torch.float64, generator=torch.Generator().manual_seed(99))
     expected = textbook(keys, k, tau)
     (expected_grad,) = torch.autograd.grad((expected * weights).sum(), keys)
     for segment in (1, 2, None, k):
-        y = relaxed_topk(keys, k, tau, segment=segment)
+        y = relaxed_topk(keys, k, tau, segment=segment, backend=backend)
         torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
         (grad,) = torch.autograd.grad((y * weights).sum(), keys)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("a_logit", [-2.0, 0.0, 0.7, 3.0])
-def test_closed_form_for_two_items(a_logit):
+def test_closed_form_for_two_items(a_logit, backend):
     """n = k = 2, τ = 1: α¹ = (a, 1 − a) and α² = (1/2, 1/2) exactly, so y = (a + ½, 3/2 − a).
 
     The published relaxation can put more than 1 on an item at moderate τ; this pins it down.
     """
     keys = torch.tensor([a_logit, 0.0], dtype=torch.float64)
     a = 1 / (1 + math.exp(-a_logit))
-    torch.testing.assert_close(relaxed_topk(keys, 2, 1.0), torch.tensor([a + 0.5, 1.5 - a], dtype=torch.float64))
+    torch.testing.assert_close(relaxed_topk(keys, 2, 1.0, backend=backend), torch.tensor([a + 0.5, 1.5 - a], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau", [1e-3, 0.1, 1.0, 100.0])
-def test_sums_to_k_and_stays_finite(dtype, tau):
+def test_sums_to_k_and_stays_finite(dtype, tau, backend):
     logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0), dtype=dtype) * 10
     keys = gumbel_keys(logits, 1, seed=1)[0].requires_grad_(True)
-    y = relaxed_topk(keys, 12, tau)
+    y = relaxed_topk(keys, 12, tau, backend=backend)
     torch.testing.assert_close(y.sum(-1), torch.full((64,), 12.0, dtype=dtype), rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-10)
     assert (y >= 0).all()
     (grad,) = torch.autograd.grad((y * torch.arange(50, dtype=dtype)).sum(), keys)
@@ -85,12 +93,12 @@ def test_sums_to_k_and_stays_finite(dtype, tau):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_an_item_whose_alpha_rounds_to_one_is_not_drawn_twice(dtype):
+def test_an_item_whose_alpha_rounds_to_one_is_not_drawn_twice(dtype, backend):
     """The reference code's bug: log(max(1 − α, ε)) lowers a sure winner by only −log ε, so it
     wins again and its entry approaches 2. Here it is lowered by the exact amount."""
     keys = torch.tensor([[100.0, 0.0, -1.0, -2.0], [50.0, 49.0, 0.0, -50.0]], dtype=dtype)
     keys.requires_grad_(True)
-    y = relaxed_topk(keys, 2, 0.1)
+    y = relaxed_topk(keys, 2, 0.1, backend=backend)
     assert (y[0] <= 1).all(), y
     # Row 1 is the published relaxation exceeding 1 by itself: α¹ = (1 − 4.5e-5, 4.5e-5, ..)
     # and α² ≈ (0, 1, ..), so y_1 ≈ 1 + 4.5e-5 in exact arithmetic. The exact values: item 0 is drawn at step 1, then a softmax over the rest at τ = 0.1
@@ -104,7 +112,7 @@ def test_an_item_whose_alpha_rounds_to_one_is_not_drawn_twice(dtype):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize("tau", [1e-2, 1e-3, 1e-5])
-def test_tends_to_the_top_k_sample_as_temperature_falls(k, tau):
+def test_tends_to_the_top_k_sample_as_temperature_falls(k, tau, backend):
     """Where the k + 1 largest keys are at least 40τ apart, every softmax step is one-hot to
     within about n·e^{-40}, and the winner's key then falls by about gap/τ ≥ 400, below every
     other key (the keys span about 80), so y equals the top-k sample to 1e-12."""
@@ -113,7 +121,7 @@ def test_tends_to_the_top_k_sample_as_temperature_falls(k, tau):
     ordered = keys.sort(-1, descending=True).values
     separated = (ordered[:, :k] - ordered[:, 1 : k + 1]).min(-1).values > 40 * tau
     assert separated.sum() >= 20
-    error = (relaxed_topk(keys, k, tau) - topk_khot(keys, k))[separated].abs().max()
+    error = (relaxed_topk(keys, k, tau, backend=backend) - topk_khot(keys, k))[separated].abs().max()
     assert float(error) < 1e-12
 
 
@@ -136,7 +144,7 @@ def test_single_sample_estimate_against_the_textbook_recursion(name):
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_backward_does_not_keep_k_full_size_intermediates():
+def test_backward_does_not_keep_k_full_size_intermediates(backend):
     """Peak memory of forward + backward, k = 64, n = 2^17 (past the size up to which every
     step is kept): the kernel holds about 2√k states plus a few temporaries, the reference
     port every step's intermediates."""
@@ -149,7 +157,8 @@ def test_backward_does_not_keep_k_full_size_intermediates():
             fn(x, 64, 0.5).sum().backward()
         return peak_memory(go, torch.device("cpu"))[0]
 
-    ours, reference = run(relaxed_topk), run(reference_port_relaxed_topk)
+    ours = run(lambda x, k, tau: relaxed_topk(x, k, tau, backend=backend))
+    reference = run(reference_port_relaxed_topk)
     state = n * 4
     assert ours < 40 * state < 64 * state < reference, (ours / state, reference / state)
 
