@@ -50,7 +50,7 @@ _BUILDS = (
     ("portable", [], ["-lm"]),
 )
 _BUILD_TIMEOUT_S = 300
-_MIN_PARALLEL_WORK = 1 << 18  # row-elements × steps below which one thread does all rows
+_MIN_PARALLEL_WORK = 1 << 15  # row-elements × steps below which one thread does all rows
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -161,14 +161,20 @@ def _declare(library: ctypes.CDLL) -> None:
         getattr(library, f"estibench_relaxed_topk_record_bytes_{suffix}").restype = size
 
 
+def _off() -> bool:
+    return os.environ.get("ESTIBENCH_KERNELS", "").strip().lower() == "off"
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, building it on first use; None if it is unavailable."""
     global _library, _status
-    directory = kernel_dir()
-    if directory is None:
+    if _off():
         return None
+    if _status is not None:  # built, loaded or failed already: the per-call fast path
+        return _library
     with _lock:
         if _status is None:
+            directory = kernel_dir()
             try:
                 _library, _status = _build(directory)
             except OSError as error:  # unwritable cache directory and the like
@@ -181,7 +187,7 @@ def library() -> ctypes.CDLL | None:
 
 def status() -> str:
     """One line: where the kernels were built, or why they are not used."""
-    if kernel_dir() is None:
+    if _off():
         return "off (ESTIBENCH_KERNELS=off)"
     library()
     return _status or "not built"
