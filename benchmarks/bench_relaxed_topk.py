@@ -5,13 +5,13 @@ of ``estimators.native`` when it could be built); ``estibench-torch`` its torch
 implementation (what CUDA runs; skipped for commits that predate the backend choice);
 ``reference-port`` the port of the reference code.
 
+The grid is n ∈ {100, 1000, 10000} × k ∈ {1, 10, 100} × batch ∈ {1, 64} on each device.
 Parameters are the same whatever is installed; combinations that cannot run here are skipped
-in ``setup`` by raising ``NotImplementedError``: k > n, CUDA without a GPU, and on the CPU
-n · k · batch > 2^23 (the reference port then holds k copies of the keys and one forward and
-backward take tens of seconds on two cores). The grid keeps the sizes where the two kernels
-differ (n ∈ {1000, 10000}, k ∈ {10, 100}): below them both are dominated by per-call overhead,
-and every case costs asv a process, which CI pays on two cores.
-``python benchmarks/relaxed_topk_vs_reference.py`` covers a wider range in one process.
+in ``setup`` by raising ``NotImplementedError``: k > n and CUDA without a GPU. The largest
+case, n = 10000, k = 100, batch 64, is the speed and memory target (the reference port holds
+about 735 MB there and takes about a second on two cores). asv starts each case from its fork
+server, so a small case costs CI little. ``python benchmarks/relaxed_topk_vs_reference.py``
+prints the same comparison as one table from one process.
 
 - ``time_forward_backward``: one forward and backward, device synchronised.
 - ``track_peak_tensor_bytes``: peak tensor memory of one forward + backward (CPU: the
@@ -29,7 +29,6 @@ from harness.memory import peak_memory
 
 from .devices import device_or_skip, sync
 
-CPU_MAX_STEP_ELEMENTS = 2**23
 KERNELS = {
     "estibench": relaxed_topk,
     "estibench-torch": lambda keys, k, tau: relaxed_topk(keys, k, tau, backend="torch"),
@@ -38,15 +37,13 @@ KERNELS = {
 
 
 class RelaxedTopK:
-    params = (list(KERNELS), [1000, 10000], [10, 100], [1, 64], ["cpu", "cuda"])
+    params = (list(KERNELS), [100, 1000, 10000], [1, 10, 100], [1, 64], ["cpu", "cuda"])
     param_names = ["kernel", "n", "k", "batch", "device"]
     timeout = 300
 
     def setup(self, kernel, n, k, batch, device):
         if k > n:
             raise NotImplementedError("k > n")
-        if device == "cpu" and n * k * batch > CPU_MAX_STEP_ELEMENTS:
-            raise NotImplementedError("n · k · batch beyond the CPU budget")
         if kernel == "estibench-torch" and "backend" not in inspect.signature(relaxed_topk).parameters:
             raise NotImplementedError("this commit's relaxed_topk has no backend choice")
         self.device = device_or_skip(device)
