@@ -352,6 +352,21 @@ def test_trustworthiness_matches_scikit_learn():
     assert tsne.neighbour_recall(x, x, 5) == 1.0
 
 
+def test_tsne_evaluation_reuses_the_test_sets_fixed_structure():
+    """evaluate takes the test images' input ranks and neighbours from a per-data-set cache:
+    the metrics equal those computed from scratch, and a second model reuses the cache."""
+    problem = PROBLEMS.make(SMALL["tsne-subset"])
+    test = problem.data().test.x
+    for seed in (0, 1):
+        model = problem.new_model(torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            metrics, embedded = problem.evaluate(model), model(test.float())
+        assert metrics["trustworthiness"] == tsne.trustworthiness(test, embedded, problem.neighbours)
+        assert metrics["neighbour_recall"] == tsne.neighbour_recall(test, embedded,
+                                                                    problem.neighbours)
+    assert tsne.test_structure.cache_info().hits >= 1
+
+
 def test_tsne_candidates_are_the_k_nearest_then_others():
     problem = PROBLEMS.make("tsne-subset:n=9,k=3")
     generator = torch.Generator().manual_seed(1)
