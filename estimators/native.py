@@ -40,12 +40,14 @@ from pathlib import Path
 
 import torch
 
-ABI = 4
+ABI = 5
 _SOURCES = ("relaxed_topk.c", "relaxed_topk_impl.h")
-_COMMON = ["-std=c99", "-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
+# -ffp-contract=off: no fused multiply-adds, so that a loop's vector body and its scalar
+# remainder round alike (see csrc/relaxed_topk.c).
+_COMMON = ["-std=c99", "-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+           "-ffp-contract=off"]
 # (name, compile flags, link flags): the first build that succeeds is used.
 _BUILDS = (
-    ("vectorised", ["-march=native", "-fopenmp-simd", "-DESTIBENCH_LIBMVEC"], ["-lmvec", "-lm"]),
     ("native", ["-march=native", "-fopenmp-simd"], ["-lm"]),
     ("portable", [], ["-lm"]),
 )
@@ -105,11 +107,16 @@ def _build(directory: Path) -> tuple[ctypes.CDLL | None, str]:
                      str(ABI), *(texts[source].decode() for source in _SOURCES)):
             digest.update(part.encode() + b"\0")
         target = directory / f"relaxed_topk-{name}-{digest.hexdigest()[:16]}.so"
+        failed = target.with_name(target.name + ".failed")  # a build that failed here before
+        if failed.exists():
+            errors.append(f"{name}: {failed.read_text().strip()} (remembered in {failed.name})")
+            continue
         for attempt in range(2):  # a cached file that does not load is rebuilt once
             if not target.exists():
                 error = _compile(compiler, [*_COMMON, *flags], libraries, texts, target)
                 if error:
                     errors.append(f"{name}: {error}")
+                    failed.write_text(error + "\n")
                     break
             try:
                 library = ctypes.CDLL(str(target))
@@ -128,7 +135,9 @@ def _build(directory: Path) -> tuple[ctypes.CDLL | None, str]:
 def _compile(compiler: str, flags: list[str], libraries: list[str], texts: dict[str, bytes],
              target: Path) -> str | None:
     """Build ``target`` atomically (a partial file, then a rename); the error, or None."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    partial = Path(name)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for source, text in texts.items():
@@ -218,7 +227,8 @@ def over_rows(rows: int, threads: int, call: Callable[[int, int, int], None]) ->
     bounds = [rows * i // threads for i in range(threads + 1)]
     with _lock:
         # A forked child (asv's fork server, a fork-started worker) inherits the pool object
-        # but not its threads: it makes its own.
+        # but not its threads: it makes its own. A pool is replaced only for more threads than
+        # CPUs; the old one is left to idle, since another caller may still be submitting to it.
         if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < threads:
             _pool = (os.getpid(), ThreadPoolExecutor(
                 max_workers=max(threads, os.cpu_count() or 1),
@@ -227,6 +237,17 @@ def over_rows(rows: int, threads: int, call: Callable[[int, int, int], None]) ->
     futures = [pool.submit(call, slot, bounds[slot], bounds[slot + 1]) for slot in range(threads)]
     for future in futures:
         future.result()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held the lock (say during a build) would wait on it
+    forever, and it has none of the parent's pool threads: start both afresh."""
+    global _lock, _pool
+    _lock, _pool = threading.Lock(), None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 if __name__ == "__main__":  # python -m estimators.native: build now and say what happened

@@ -146,8 +146,7 @@ class _RelaxedTopK(torch.autograd.Function):
         if ctx.records:
             for record in reversed(ctx.records):
                 grad = _backward_step(*record, grad_total, grad, tau)
-            ctx.records = []
-            return grad, None, None, None
+            return grad, None, None, None  # records kept: a retained graph may run backward again
         checkpoints = ctx.saved_tensors
         for start in reversed(range(0, k, segment)):
             r = checkpoints[start // segment].clone()
@@ -232,8 +231,12 @@ def relaxed_topk(
         raise ValueError(f"relaxed_topk needs 1 <= k <= n = {n}, got k={k}")
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"relaxed_topk needs a finite temperature > 0, got {tau}")
+    if not 1 / tau <= torch.finfo(keys.dtype).max:  # keys / τ must be representable
+        raise ValueError(f"relaxed_topk: temperature {tau} is too small for {keys.dtype} "
+                         f"(1/τ overflows)")
     if segment is not None and not (isinstance(segment, int) and segment >= 1):
         raise ValueError(f"relaxed_topk needs segment >= 1, got {segment!r}")
+    segment = None if segment is None else min(segment, k)
     if backend not in BACKENDS:
         raise ValueError(f"relaxed_topk backend must be one of {BACKENDS}, got {backend!r}")
     if not bool(torch.isfinite(keys).all()):

@@ -7,8 +7,9 @@
  * when that sum is near the underflow threshold.
  *
  * Cost per item and step: one exp (the softmax, whose normaliser is summed in the same pass)
- * and one log1p (the update, in one pass with α and the next maximum) forward; the backward
- * reuses the recomputed α and needs neither. */
+ * and one log(1 − α) (the update, in one pass with α and the next maximum) forward; the
+ * backward reuses the recomputed α and needs neither. EXPNEG and LOG1M are the kernel's own
+ * (relaxed_topk.c); EXP and LOG, libm's, are called only outside the row loops. */
 
 #define F(name) CAT(name, SFX)
 
@@ -26,7 +27,7 @@ static F(softmax_t) F(softmax)(const REAL *restrict x, REAL *restrict e, int64_t
     REAL s = 0, low = 0;
 #pragma omp simd reduction(+ : s, low)
     for (int64_t i = 0; i < n; i++) {
-        REAL v = EXP(x[i] - m);
+        REAL v = EXPNEG(x[i] - m);
         e[i] = v;
         s += v;
         low += x[i] < m ? v : (REAL)0;
@@ -79,7 +80,7 @@ static void F(step)(REAL *restrict x, int64_t n, F(softmax_t) *sm, REAL invtau,
             if (x[i] < m && x[i] > m2) m2 = x[i];
         REAL s = 0;
         for (int64_t i = 0; i < n; i++)
-            if (x[i] < m) s += EXP(x[i] - m2);
+            if (x[i] < m) s += EXPNEG(x[i] - m2);
         lr = m2 + LOG(s) - lse;
     }
     const REAL topv = has_top ? m : (REAL)NAN; /* x == topv marks the top; NaN marks none */
@@ -173,7 +174,7 @@ static void F(backward_step)(const REAL *restrict row, const F(record_t) *rec, i
                              REAL *restrict beta, int64_t n, REAL invtau) {
     const REAL *alpha = row;
     if (rec->is_log) {
-        for (int64_t i = 0; i < n; i++) spare[i] = EXP(row[i]);
+        for (int64_t i = 0; i < n; i++) spare[i] = EXPNEG(row[i]);
         alpha = spare;
     }
     REAL dot = 0, w = 0;
@@ -219,7 +220,7 @@ static void F(backward_step)(const REAL *restrict row, const F(record_t) *rec, i
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) {
             REAL ai = alpha[i];
-            REAL ratio = EXP(row[i] - log_rest);
+            REAL ratio = EXPNEG(row[i] - log_rest);
             ratio = ratio < 1 ? ratio : 1;
             u[i] += (ai * (g[i] - dot) + ai * w - u[i] * beta[i] + c * ratio) * invtau;
         }

@@ -120,8 +120,10 @@ def test_float32_kernel_is_as_close_to_float64_as_the_torch_path(kernel, k, tau)
 def test_gradcheck_including_the_underflow_path(kernel):
     """Finite differences in float64, with rows where the winner's α rounds to 1 and the others'
     sum underflows (the kernel then keeps log α and takes α_l / (1 − α_top) from it)."""
-    keys = torch.tensor([[30.0, 0.0, -1.0, -2.5], [0.3, -0.2, 0.9, 0.0], [5.0, 4.9, 0.0, -5.0]],
-                        dtype=torch.float64, requires_grad=True)
+    # Row 0: a gap of 80 at τ = 0.1 is exp(−800), below the float64 underflow threshold
+    # (about exp(−694) with its margin), so the first step takes the log-sum-exp branch.
+    keys = torch.tensor([[80.0, 0.0, -1.0, -2.5], [30.0, 0.0, -1.0, -2.5], [0.3, -0.2, 0.9, 0.0],
+                         [5.0, 4.9, 0.0, -5.0]], dtype=torch.float64, requires_grad=True)
     for k, tau in ((2, 0.1), (3, 0.05), (3, 1.0), (4, 0.3)):
         assert torch.autograd.gradcheck(
             lambda x: relaxed_topk(x, k, tau, segment=2, backend="native"), (keys,))
@@ -230,3 +232,57 @@ def test_a_build_is_cached_and_reused(kernel, monkeypatch, tmp_path):
                           timeout=300)
     assert done.returncode == 0 and str(built) in done.stdout, done.stdout + done.stderr
     assert built.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 9, 13, 17, 19])
+def test_equal_keys_give_equal_entries_wherever_they_sit(kernel, dtype, n):
+    """Every item goes through the same rounded operations, in a loop's vector body or in its
+    scalar remainder, so a tie is never split (at τ = 1e-3 one ulp would split it)."""
+    for k in sorted({1, n // 2 or 1, n - 1}):
+        for tau in (1e-3, 0.5):
+            y = relaxed_topk(torch.zeros(2, n, dtype=dtype), k, tau, backend="native")
+            assert torch.equal(y, y[:, :1].expand_as(y)), (k, tau, y)
+            torch.testing.assert_close(y, torch.full_like(y, k / n))
+
+
+def test_edge_shapes_segments_and_temperatures(kernel):
+    one = torch.tensor([[0.7]], dtype=torch.float64, requires_grad=True)  # n = 1: y = 1
+    y = relaxed_topk(one, 1, 0.3, backend="native")
+    (grad,) = torch.autograd.grad(y.sum(), one)
+    assert y.item() == 1.0 and grad.item() == 0.0
+    keys = torch.randn(2, 10, dtype=torch.float64)
+    weights = torch.randn(2, 10, dtype=torch.float64)
+    expected = run(keys, 3, 0.5, weights, backend="torch", segment=1)
+    for backend in ("native", "torch"):  # a segment longer than k is k
+        got = run(keys, 3, 0.5, weights, backend=backend, segment=10**10)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="too small for torch.float32"):
+        relaxed_topk(keys.float(), 3, 1e-39)
+    assert torch.isfinite(relaxed_topk(keys, 3, 1e-39)).all()  # float64: 1/τ is finite
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_a_retained_graph_runs_backward_twice(kernel, backend):
+    for n, k in ((6, 3), (8192, 64)):  # the torch path keeps every step, or checkpoints
+        keys = torch.randn(n, dtype=torch.float64, requires_grad=True)
+        y = relaxed_topk(keys, k, 0.5, backend=backend)
+        (first,) = torch.autograd.grad(y[0], keys, retain_graph=True)
+        (second,) = torch.autograd.grad(y[0], keys)
+        assert torch.equal(first, second)
+
+
+def test_a_failed_build_is_remembered_and_the_next_one_used(kernel, monkeypatch, tmp_path):
+    monkeypatch.setenv("ESTIBENCH_KERNELS", str(tmp_path))
+    monkeypatch.setattr(native, "_BUILDS", (("broken", ["-fno-such-option-estibench"], ["-lm"]),
+                                            ("portable", [], ["-lm"])))
+    compiled = []
+    real_compile = native._compile
+    monkeypatch.setattr(native, "_compile", lambda *a: compiled.append(a) or real_compile(*a))
+    for expected_compiles in (2, 2):  # the second process-like start compiles nothing
+        monkeypatch.setattr(native, "_status", None)
+        monkeypatch.setattr(native, "_library", None)
+        assert native.library() is not None
+        assert "portable build" in native.status()
+        assert len(compiled) == expected_compiles
+    assert len(list(tmp_path.glob("relaxed_topk-broken-*.so.failed"))) == 1
