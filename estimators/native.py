@@ -6,13 +6,14 @@ It is plain C99 with no dependency but libm, so it builds with the system C comp
 about a second, without torch's headers or ninja.
 
 **Where it is built.** In ``$ESTIBENCH_KERNELS`` if set, else ``$XDG_CACHE_HOME/estibench/
-kernels`` (``~/.cache/...``). The file is named by a hash of the sources, the compiler (its resolved
+kernels`` (``~/.cache/...``), by the rule of :mod:`estimators.paths`. The file is named by a hash of the sources, the compiler (its resolved
 path, size and modification time), the flags and this CPU's model and instruction-set flags (the build uses
 ``-march=native``), so machines sharing a home directory never load each other's builds.
 Writes are atomic; processes building at the same time each write their own file and the
 last rename wins.
 
-**When it is not used.** ``ESTIBENCH_KERNELS=off``, no C compiler, or a failed build: callers
+**When it is not used.** ``ESTIBENCH_KERNELS=off`` (or another "off" of
+:mod:`estimators.paths`), no C compiler, or a failed build: callers
 fall back to their torch implementation, after one warning that says why. ``status()`` tells
 which case holds. CUDA tensors always take the torch path.
 
@@ -40,6 +41,9 @@ from pathlib import Path
 
 import torch
 
+from estimators.paths import cache_dir, cache_off
+
+VARIABLE = "ESTIBENCH_KERNELS"
 ABI = 5
 _SOURCES = ("relaxed_topk.c", "relaxed_topk_impl.h")
 # -ffp-contract=off: no fused multiply-adds, so that a loop's vector body and its scalar
@@ -62,11 +66,7 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool)
 
 def kernel_dir() -> Path | None:
     """Where kernels are built, or None when ``ESTIBENCH_KERNELS=off``."""
-    chosen = os.environ.get("ESTIBENCH_KERNELS")
-    if chosen:
-        return None if chosen.strip().lower() == "off" else Path(chosen).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "estibench" / "kernels"
+    return cache_dir(VARIABLE, "kernels")
 
 
 def _compiler() -> str | None:
@@ -170,14 +170,10 @@ def _declare(library: ctypes.CDLL) -> None:
         getattr(library, f"estibench_relaxed_topk_record_bytes_{suffix}").restype = size
 
 
-def _off() -> bool:
-    return os.environ.get("ESTIBENCH_KERNELS", "").strip().lower() == "off"
-
-
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, building it on first use; None if it is unavailable."""
     global _library, _status
-    if _off():
+    if cache_off(VARIABLE):
         return None
     if _status is not None:  # built, loaded or failed already: the per-call fast path
         return _library
@@ -196,8 +192,8 @@ def library() -> ctypes.CDLL | None:
 
 def status() -> str:
     """One line: where the kernels were built, or why they are not used."""
-    if _off():
-        return "off (ESTIBENCH_KERNELS=off)"
+    if cache_off(VARIABLE):
+        return f"off ({VARIABLE}={os.environ[VARIABLE]})"
     library()
     return _status or "not built"
 

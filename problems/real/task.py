@@ -43,22 +43,18 @@ from torch import Tensor, nn
 
 from estimators import ESTIMATORS
 from estimators.errors import SpecError
+from estimators.paths import cache_dir
 from problems.base import Problem, expectation_by_enumeration
 from problems.real import data
 
 _CHECKPOINTS: dict[str, nn.Module] = {}
 CHECKPOINT_LEARNING_RATE = 3e-3
 CHECKPOINT_FORMAT = 1  # bump when a task's training changes, so old files are not reused
-OFF = ("off", "0", "false", "no", "none")
 
 
 def checkpoint_dir() -> Path | None:
     """Where checkpoints are cached on disk, or None when the disk cache is off."""
-    chosen = os.environ.get("ESTIBENCH_CHECKPOINTS")
-    if chosen is not None:
-        return None if chosen.strip().lower() in OFF + ("",) else Path(chosen).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "estibench" / "checkpoints"
+    return cache_dir("ESTIBENCH_CHECKPOINTS", "checkpoints")
 
 
 def _checkpoint_file(key: str, estimator: str, dataset: str) -> Path | None:
