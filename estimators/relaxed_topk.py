@@ -242,25 +242,29 @@ def relaxed_topk(
     if not bool(torch.isfinite(keys).all()):
         raise ValueError("relaxed_topk needs finite keys (logits plus Gumbel noise); got NaN or ±inf")
     if backend != "torch" and keys.numel() > 0:
-        usable = native.supports(keys) and native.library() is not None
-        if usable:
+        why = _why_not_native(keys)
+        if why is None:
             keep = torch.is_grad_enabled() and keys.requires_grad  # checkpoints for a backward
             return _NativeRelaxedTopK.apply(keys, k, float(tau),
                                             segment or math.ceil(math.sqrt(k)), keep)
         if backend == "native":
-            why = (f"{keys.dtype} on {keys.device}" if not native.supports(keys)
-                   else native.status())
             raise RuntimeError(f"relaxed_topk backend 'native' cannot be used: {why}")
     return _RelaxedTopK.apply(keys, k, float(tau), segment)
 
 
+def _why_not_native(keys: Tensor) -> str | None:
+    """Why the C kernel cannot take keys like these, or None when it can."""
+    if not native.supports(keys):
+        return f"{keys.dtype} on {keys.device.type}"
+    if native.library() is None:
+        return native.status()
+    return None
+
+
 def implementation(like: Tensor) -> str:
     """Which implementation ``relaxed_topk`` (backend "auto") runs for keys like ``like``."""
-    if not native.supports(like):
-        return f"torch ({like.dtype} on {like.device.type})"
-    if native.library() is None:
-        return f"torch ({native.status()})"
-    return "C kernel"
+    why = _why_not_native(like)
+    return "C kernel" if why is None else f"torch ({why})"
 
 
 def reference_port_relaxed_topk(keys: Tensor, k: int, tau: float) -> Tensor:
