@@ -47,6 +47,30 @@ def run_once(kernel, keys: torch.Tensor, k: int, tau: float, weights: torch.Tens
     (kernel(x, k, tau) * weights).sum().backward()
 
 
+def compare(kernels: dict, keys: torch.Tensor, weights: torch.Tensor, k: int, tau: float,
+            device: torch.device, *, budget: float, rounds: int = 3
+            ) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds and peak tensor bytes of one forward + backward for each kernel: after a
+    warm-up, rounds of one call each, interleaved, until ``budget`` seconds per kernel are spent
+    and at least ``rounds`` rounds are done."""
+    for kernel in kernels.values():  # warm up
+        run_once(kernel, keys, k, tau, weights)
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    spent = 0.0
+    while spent < len(kernels) * budget or min(map(len, times.values())) < rounds:
+        for name, kernel in kernels.items():
+            sync(device)
+            start = time.perf_counter()
+            run_once(kernel, keys, k, tau, weights)
+            sync(device)
+            elapsed = time.perf_counter() - start
+            times[name].append(elapsed)
+            spent += elapsed
+    memory = {name: peak_memory(lambda: run_once(kernel, keys, k, tau, weights), device)[0]
+              for name, kernel in kernels.items()}
+    return {name: statistics.median(values) for name, values in times.items()}, memory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
@@ -75,22 +99,8 @@ def main() -> None:
         generator = torch.Generator(device).manual_seed(0)
         keys = torch.randn(batch, n, generator=generator, device=device)
         weights = torch.randn(batch, n, generator=generator, device=device)
-        times = {name: [] for name in KERNELS}
-        for name, kernel in KERNELS.items():  # warm up
-            run_once(kernel, keys, k, args.tau, weights)
-        spent = 0.0
-        while spent < len(KERNELS) * args.budget or len(times["ours"]) < 3:
-            for name, kernel in KERNELS.items():
-                sync(device)
-                start = time.perf_counter()
-                run_once(kernel, keys, k, args.tau, weights)
-                sync(device)
-                elapsed = time.perf_counter() - start
-                times[name].append(elapsed)
-                spent += elapsed
-        memory = {name: peak_memory(lambda: run_once(kernel, keys, k, args.tau, weights), device)[0]
-                  for name, kernel in KERNELS.items()}
-        ours, eager, ref = (statistics.median(times[name]) for name in KERNELS)
+        times, memory = compare(KERNELS, keys, weights, k, args.tau, device, budget=args.budget)
+        ours, eager, ref = (times[name] for name in KERNELS)
         mb = {name: memory[name] / 2**20 for name in KERNELS}
         print(f"{n:>6} {k:>4} {batch:>5} | {ours * 1e3:>7.2f}ms {eager * 1e3:>7.2f}ms "
               f"{ref * 1e3:>7.2f}ms {ref / ours:>7.2f}x {ref / eager:>8.2f}x |"

@@ -31,15 +31,14 @@ import torch
 from estimators import ESTIMATORS
 from estimators.relaxed_topk import implementation, reference_port_relaxed_topk, relaxed_topk
 from harness.measure import batched_estimates
-from harness.memory import peak_memory
 from problems import PROBLEMS
 
 if __package__:  # imported as benchmarks.targets (asv discovery, python -m)
     from .batched_replicates import loop_estimates
-    from .relaxed_topk_vs_reference import run_once
+    from .relaxed_topk_vs_reference import compare
 else:  # run as a script: python benchmarks/targets.py
     from batched_replicates import loop_estimates
-    from relaxed_topk_vs_reference import run_once
+    from relaxed_topk_vs_reference import compare
 
 SPEEDUP_TARGET = 20.0
 THROUGHPUT_TARGET = 1e5
@@ -103,17 +102,10 @@ def relaxed_topk_against_reference(repeats: int, batch: int, n: int = 10_000, k:
     keys = torch.randn(batch, n, generator=generator)
     weights = torch.randn(batch, n, generator=generator)
     kernels = {"ours": relaxed_topk, "ref": reference_port_relaxed_topk}
-    times: dict[str, list[float]] = {name: [] for name in kernels}
-    for kernel in kernels.values():
-        run_once(kernel, keys, k, tau, weights)
-    for _ in range(repeats):
-        for name, kernel in kernels.items():
-            times[name].append(_seconds(lambda: run_once(kernel, keys, k, tau, weights)))
-    out = {f"{name}_s": statistics.median(values) for name, values in times.items()}
-    for name, kernel in kernels.items():
-        out[f"{name}_bytes"] = peak_memory(lambda: run_once(kernel, keys, k, tau, weights),
-                                           torch.device("cpu"))[0]
-    return out
+    times, memory = compare(kernels, keys, weights, k, tau, torch.device("cpu"), budget=0.0,
+                            rounds=repeats)
+    return {**{f"{name}_s": value for name, value in times.items()},
+            **{f"{name}_bytes": value for name, value in memory.items()}}
 
 
 def main() -> None:
