@@ -14,8 +14,6 @@ allocation events; CUDA: allocator peak). The objective is ⟨P̂ V, W⟩ with V
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -23,9 +21,9 @@ from estimators.neuralsort import neuralsort, neuralsort_apply, reference_port_n
 from harness.memory import peak_memory
 
 if __package__:  # imported as benchmarks.neuralsort_vs_reference (asv discovery, python -m)
-    from .devices import sync
+    from .devices import interleaved_medians
 else:  # run as a script: python benchmarks/neuralsort_vs_reference.py
-    from devices import sync
+    from devices import interleaved_medians
 
 
 def main() -> None:
@@ -58,19 +56,9 @@ def main() -> None:
                 x = s.detach().requires_grad_(True)
                 (kernel(x) * w).sum().backward()
 
-            times = {name: [] for name in kernels}
-            for kernel in kernels.values():
-                run(kernel)
-            spent = 0.0
-            while spent < len(kernels) * args.budget or min(len(t) for t in times.values()) < 3:
-                for name, kernel in kernels.items():
-                    sync(device)
-                    start = time.perf_counter()
-                    run(kernel)
-                    sync(device)
-                    times[name].append(time.perf_counter() - start)
-                    spent += times[name][-1]
-            median = {name: statistics.median(t) for name, t in times.items()}
+            median = interleaved_medians({name: lambda k=kernel: run(k)
+                                          for name, kernel in kernels.items()},
+                                         device, budget=args.budget)
             memory = {name: peak_memory(lambda k=kernels[name]: run(k), device)[0]
                       for name in ("full", "lean")}
             ref = f"{median['reference'] * 1e3:>8.2f}ms" if "reference" in median else f"{'-':>10}"

@@ -20,9 +20,8 @@ ref / torch, memory ratios ref / ours.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
-import statistics
-import time
 
 import torch
 
@@ -31,13 +30,13 @@ from estimators.relaxed_topk import reference_port_relaxed_topk, relaxed_topk
 from harness.memory import peak_memory
 
 if __package__:  # imported as benchmarks.relaxed_topk_vs_reference (asv discovery, python -m)
-    from .devices import sync
+    from .devices import interleaved_medians
 else:  # run as a script: python benchmarks/relaxed_topk_vs_reference.py
-    from devices import sync
+    from devices import interleaved_medians
 
 KERNELS = {
     "ours": relaxed_topk,
-    "torch": lambda keys, k, tau: relaxed_topk(keys, k, tau, backend="torch"),
+    "torch": functools.partial(relaxed_topk, backend="torch"),
     "ref": reference_port_relaxed_topk,
 }
 
@@ -50,25 +49,12 @@ def run_once(kernel, keys: torch.Tensor, k: int, tau: float, weights: torch.Tens
 def compare(kernels: dict, keys: torch.Tensor, weights: torch.Tensor, k: int, tau: float,
             device: torch.device, *, budget: float, rounds: int = 3
             ) -> tuple[dict[str, float], dict[str, int]]:
-    """Median seconds and peak tensor bytes of one forward + backward for each kernel: after a
-    warm-up, rounds of one call each, interleaved, until ``budget`` seconds per kernel are spent
-    and at least ``rounds`` rounds are done."""
-    for kernel in kernels.values():  # warm up
-        run_once(kernel, keys, k, tau, weights)
-    times: dict[str, list[float]] = {name: [] for name in kernels}
-    spent = 0.0
-    while spent < len(kernels) * budget or min(map(len, times.values())) < rounds:
-        for name, kernel in kernels.items():
-            sync(device)
-            start = time.perf_counter()
-            run_once(kernel, keys, k, tau, weights)
-            sync(device)
-            elapsed = time.perf_counter() - start
-            times[name].append(elapsed)
-            spent += elapsed
-    memory = {name: peak_memory(lambda: run_once(kernel, keys, k, tau, weights), device)[0]
-              for name, kernel in kernels.items()}
-    return {name: statistics.median(values) for name, values in times.items()}, memory
+    """Median seconds (``interleaved_medians``) and peak tensor bytes of one forward + backward
+    for each kernel."""
+    calls = {name: lambda kernel=kernel: run_once(kernel, keys, k, tau, weights)
+             for name, kernel in kernels.items()}
+    times = interleaved_medians(calls, device, budget=budget, rounds=rounds)
+    return times, {name: peak_memory(call, device)[0] for name, call in calls.items()}
 
 
 def main() -> None:
