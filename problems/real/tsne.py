@@ -92,28 +92,31 @@ def nearest_neighbours(points: Tensor, k: int) -> Tensor:
     return distances.topk(k, dim=1, largest=False).indices
 
 
-def trustworthiness(x: Tensor, y: Tensor, neighbours: int, *, ranks: Tensor | None = None
-                    ) -> float:
+def trustworthiness(x: Tensor, y: Tensor, neighbours: int) -> float:
     """T(K) = 1 − 2 / (N K (2N − 3K − 1)) Σ_i Σ_{j ∈ U_i} (r(i, j) − K) (Venna & Kaski 2001).
 
     U_i: the K nearest neighbours of i in the embedding ``y`` that are not among its K nearest
     in input space ``x``; r(i, j): the rank of j among i's input-space neighbours. Needs
-    K < N / 2. ``ranks``: ``input_ranks(x)`` if already computed (it depends on x only).
+    K < N / 2.
     """
-    n, k = len(x), neighbours
+    return _trustworthiness(input_ranks(x.double()), nearest_neighbours(y, neighbours))
+
+
+def _trustworthiness(ranks: Tensor, near_y: Tensor) -> float:
+    """T(K) from the input ranks ``[N, N]`` and the embedding's K nearest ``[N, K]``."""
+    n, k = near_y.shape
     if not 1 <= k < n / 2:
         raise ValueError(f"trustworthiness needs 1 <= neighbours < N/2, got {k} for N={n}")
-    ranks = input_ranks(x.double()) if ranks is None else ranks
-    excess = int((ranks.gather(1, nearest_neighbours(y, k)) - k).clamp(min=0).sum())
+    excess = int((ranks.gather(1, near_y) - k).clamp(min=0).sum())
     return float(1 - 2 / (n * k * (2 * n - 3 * k - 1)) * excess)
 
 
-def neighbour_recall(x: Tensor, y: Tensor, neighbours: int, *, near_x: Tensor | None = None
-                     ) -> float:
-    """Share of the K input-space nearest neighbours among the K nearest in the embedding
-    (``near_x``: ``nearest_neighbours(x, K)`` if already computed)."""
-    near_x = nearest_neighbours(x, neighbours) if near_x is None else near_x
-    near_y = nearest_neighbours(y, neighbours)
+def neighbour_recall(x: Tensor, y: Tensor, neighbours: int) -> float:
+    """Share of the K input-space nearest neighbours among the K nearest in the embedding."""
+    return _recall(nearest_neighbours(x, neighbours), nearest_neighbours(y, neighbours))
+
+
+def _recall(near_x: Tensor, near_y: Tensor) -> float:
     shared = (near_x.unsqueeze(-1) == near_y.unsqueeze(-2)).any(-1)
     return float(shared.double().mean())
 
@@ -199,14 +202,14 @@ class TSNESubset(Task):
         test = self.data().test.x
         dtype = next(model.parameters()).dtype
         embedded = model(test.to(dtype))
-        ranks, near = test_structure(self.dataset, self.neighbours)
-        trust = trustworthiness(test, embedded, self.neighbours, ranks=ranks)
+        ranks, near = test_structure(self.dataset, self.neighbours)  # fixed: cached
+        near_embedded = nearest_neighbours(embedded, self.neighbours)
+        trust = _trustworthiness(ranks, near_embedded)
         return {"objective": 1 - trust,
                 "objective_source": f"1 − trustworthiness T({self.neighbours}) of the test "
                 "images' embedding",
                 "trustworthiness": trust,
-                "neighbour_recall": neighbour_recall(test, embedded, self.neighbours,
-                                                     near_x=near)}
+                "neighbour_recall": _recall(near, near_embedded)}
 
     # -- the problem at the checkpoint --------------------------------------------------------
 
