@@ -38,7 +38,6 @@ cannot run on is not a cell but a :class:`Skipped` entry with the reason.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
@@ -131,10 +130,6 @@ class Study:
 
     def expand(self) -> tuple[list[Cell], list[Skipped]]:
         """Every cell of every grid, in file order, duplicates removed; and the skipped pairs."""
-        return self._expansion
-
-    @functools.cached_property
-    def _expansion(self) -> tuple[list[Cell], list[Skipped]]:
         cells: dict[str, Cell] = {}
         skipped: dict[tuple, Skipped] = {}
         for kind, grids in (("measure", self.grids), ("train", self.training)):
