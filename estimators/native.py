@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from estimators.paths import cache_dir, cache_off
+from estimators.paths import cache_dir, cache_off, replacing
 
 VARIABLE = "ESTIBENCH_KERNELS"
 ABI = 5
@@ -135,25 +135,24 @@ def _build(directory: Path) -> tuple[ctypes.CDLL | None, str]:
 def _compile(compiler: str, flags: list[str], libraries: list[str], texts: dict[str, bytes],
              target: Path) -> str | None:
     """Build ``target`` atomically (a partial file, then a rename); the error, or None."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    partial = Path(name)
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with replacing(target) as partial, tempfile.TemporaryDirectory() as scratch:
             for source, text in texts.items():
                 (Path(scratch) / source).write_bytes(text)
             command = [compiler, *flags, str(Path(scratch) / _SOURCES[0]), "-o", str(partial),
                        *libraries]
             done = subprocess.run(command, capture_output=True, text=True,
                                   timeout=_BUILD_TIMEOUT_S)
-        if done.returncode != 0:
-            return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        os.replace(partial, target)
+            if done.returncode != 0:
+                raise _BuildError((done.stderr.strip().splitlines()
+                                   or [f"exit {done.returncode}"])[-1])
         return None
-    except (OSError, subprocess.SubprocessError) as error:
+    except (_BuildError, OSError, subprocess.SubprocessError) as error:
         return str(error)
-    finally:
-        partial.unlink(missing_ok=True)
+
+
+class _BuildError(Exception):
+    """The compiler's last line of errors (raised inside ``replacing`` so nothing replaces)."""
 
 
 def _declare(library: ctypes.CDLL) -> None:

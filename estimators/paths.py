@@ -7,7 +7,10 @@ A cache lives in the directory named by its environment variable when that is se
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 OFF = ("off", "0", "false", "no", "none", "")
@@ -28,3 +31,18 @@ def cache_dir(variable: str, name: str) -> Path | None:
         return Path(chosen).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "estibench" / name
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A fresh temporary file beside ``path`` to write; on a clean exit it atomically replaces
+    ``path``, so readers (other processes too) see the old file or the whole new one, never a
+    partial one. The temporary file is removed whatever happens."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

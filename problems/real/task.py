@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 
 from estimators import ESTIMATORS
 from estimators.errors import SpecError
-from estimators.paths import cache_dir
+from estimators.paths import cache_dir, replacing
 from problems.base import Problem, expectation_by_enumeration
 from problems.real import data
 
@@ -91,16 +90,10 @@ def _load_checkpoint(path: Path) -> nn.Module | None:
 def _save_checkpoint(model: nn.Module, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(model, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with replacing(path) as partial, open(partial, "wb") as stream:
+            torch.save(model, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
     except OSError as error:  # a read-only or full disk costs a retraining next time, no more
         warnings.warn(f"could not cache the checkpoint in {path.parent} ({error})",
                       stacklevel=3)
