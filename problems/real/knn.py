@@ -167,6 +167,5 @@ class KNNSubset(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.match)
 
-
     def config(self) -> dict:
         return {**super().config(), "match": self.match.tolist()}

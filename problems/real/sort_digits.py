@@ -130,7 +130,6 @@ class SortDigits(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.values)
 
-
     def config(self) -> dict:
         return {**super().config(), "values": self.values.tolist()}
 

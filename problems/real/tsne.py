@@ -233,6 +233,5 @@ class TSNESubset(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(z, self.match)
 
-
     def config(self) -> dict:
         return {**super().config(), "match": self.match.tolist()}
