@@ -8,8 +8,11 @@ rank i, descending) is
 
 unimodal and row-stochastic, tending to the sorting permutation as τ → 0. A_s 1 (the row sums
 of |s_i − s_j|) takes O(n log n) by sorting and prefix sums; the n × n × n product of the
-reference code is never formed. The logits of row i, column j are a rank-two bilinear form,
-q_i · k_j with q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a
+reference code is never formed. At exactly tied scores the gradient is that of the naive
+formula with sign(0) = 0 (the average of the one-sided derivatives), whatever order the sort
+gives the tie; SoftSort shares the sort's gradient evenly among tied items.
+
+The logits of row i, column j are a rank-two bilinear form, q_i · k_j with q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a
 block of rows at a time without the n × n matrix (``neuralsort_apply``).
 
 SoftSort: P̂[i, j] = softmax_j(−|sort(s)_i − s_j| / τ), sort descending.
@@ -35,17 +38,35 @@ from estimators.plackett_luce import PlackettLuce, permutation_matrix_of
 from estimators.registry import Option, positive
 
 
+def _tie_bounds(ascending: Tensor) -> tuple[Tensor, Tensor]:
+    """For each entry of ``ascending`` ``[*, n]`` (sorted ascending): how many entries are
+    strictly below it and how many are at most it, ``[*, n]`` each (int64). Entries p with
+    ``below <= p < through`` are its ties."""
+    keys = ascending.detach().contiguous()
+    return (torch.searchsorted(keys, keys, side="left"),
+            torch.searchsorted(keys, keys, side="right"))
+
+
+def _prefix_sums(ascending: Tensor) -> Tensor:
+    """``[*, n + 1]``: entry p is the sum of the p smallest."""
+    return torch.nn.functional.pad(ascending.cumsum(dim=-1), (1, 0))
+
+
 def pairwise_abs_row_sums(s: Tensor) -> Tensor:
     """(A_s 1)_j = Σ_k |s_j − s_k| for ``s`` ``[*, n]``, in O(n log n).
 
-    With a the scores sorted ascending and c their prefix sums, the item at sorted position p
-    (0-based) has Σ = a_p (2p + 2 − n) + c_{n−1} − 2 c_p.
+    With a the scores sorted ascending, c_p the sum of the p smallest, and L_p, G_p the numbers
+    of scores strictly below and strictly above a_p, the sum is
+    a_p (L_p − G_p) + (c_n − c_{n−G_p}) − c_{L_p}. Ties are counted on neither side, so the
+    gradient is that of Σ_k |s_j − s_k| with sign(0) = 0 (torch's abs): at tied scores it is
+    the average of the one-sided derivatives and does not depend on how the sort orders them.
     """
     n = s.shape[-1]
     ascending, index = s.sort(dim=-1)
-    prefix = ascending.cumsum(dim=-1)
-    position = torch.arange(n, device=s.device, dtype=s.dtype)
-    sums = ascending * (2 * position + 2 - n) + prefix[..., -1:] - 2 * prefix
+    below, through = _tie_bounds(ascending)
+    prefix = _prefix_sums(ascending)
+    sums = (ascending * (below + through - n).to(s.dtype) + prefix[..., -1:]
+            - prefix.gather(-1, through) - prefix.gather(-1, below))
     return torch.empty_like(sums).scatter_(-1, index, sums)
 
 
@@ -75,8 +96,17 @@ def _logits(s: Tensor, row_sums: Tensor, coefficients: Tensor, tau: float) -> Te
 
 
 def softsort(s: Tensor, tau: float) -> Tensor:
-    """The SoftSort relaxed permutation matrix ``[*, n, n]`` of scores ``s`` ``[*, n]``."""
-    ranked = s.sort(dim=-1, descending=True).values  # [*, n]
+    """The SoftSort relaxed permutation matrix ``[*, n, n]`` of scores ``s`` ``[*, n]``.
+
+    At tied scores the gradient of sort(s) is shared evenly among the tied items (the mean of
+    the gradients over all orders of the tie), so it does not depend on how the sort orders
+    them; the values are the sorted scores exactly.
+    """
+    ascending = s.sort(dim=-1).values  # [*, n]
+    below, through = _tie_bounds(ascending)
+    prefix = _prefix_sums(ascending)
+    tied_mean = (prefix.gather(-1, through) - prefix.gather(-1, below)) / (through - below)
+    ranked = (ascending.detach() + (tied_mean - tied_mean.detach())).flip(-1)  # [*, n] descending
     return torch.softmax(-(ranked.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau, dim=-1)
 
 

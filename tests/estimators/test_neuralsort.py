@@ -104,6 +104,121 @@ def test_lean_apply_never_holds_the_n_by_n_matrix():
     assert full >= square and lean < square / 8, (full / square, lean / square)
 
 
+# Exactly tied scores. A_s 1 is not differentiable there; the gradient we give is that of the
+# naive formula Σ_k |s_j − s_k| with torch's abs (sign(0) = 0), which for NeuralSort is the
+# average of the one-sided derivatives (each |s_j − s_k| has one kink, composed with smooth
+# maps), i.e. the central difference. Before the fix, the prefix-sum formula counted tied
+# scores as below or above each other in torch.sort's tie order and gave one one-sided
+# derivative: grad tr(P̂) at s = [[1, 1, 0]], τ = 1 was [0.4610, -0.1157, -0.3454].
+TIE_TRACE_GRADIENT = [0.6277707267484608, -0.2824036226634258, -0.34536710408503485]
+
+NEURALSORT_PATHS = {
+    "full": lambda s, tau: neuralsort(s, tau),
+    "lean": lambda s, tau: neuralsort_apply(s, torch.eye(s.shape[-1], dtype=s.dtype), tau),
+    "lean-block-1": lambda s, tau: neuralsort_apply(s, torch.eye(s.shape[-1], dtype=s.dtype), tau, block=1),
+}
+
+
+def _grad(fn, s, weights):
+    x = s.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((fn(x) * weights).sum(), x)
+    return g
+
+
+def _central_difference(fn, s, weights, h=1e-6):
+    columns = []
+    for k in range(s.shape[-1]):
+        e = torch.zeros_like(s)
+        e[..., k] = h
+        columns.append(((fn(s + e) * weights).sum() - (fn(s - e) * weights).sum()) / (2 * h))
+    return torch.stack(columns)
+
+
+@pytest.mark.parametrize("path", NEURALSORT_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neuralsort_gradient_at_a_tie_is_the_average_of_the_one_sided_derivatives(path, dtype):
+    """The issue's case: grad of tr(P̂) at s = [[1, 1, 0]], τ = 1."""
+    s = torch.tensor([[1.0, 1.0, 0.0]], dtype=dtype)
+    eye = torch.eye(3, dtype=dtype)
+    fn = lambda x: NEURALSORT_PATHS[path](x, 1.0)  # noqa: E731
+    grad = _grad(fn, s, eye)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(grad, torch.tensor([TIE_TRACE_GRADIENT], dtype=dtype), **tol)
+    naive = _grad(lambda x: reference_port_neuralsort(x, 1.0), s, eye)
+    torch.testing.assert_close(grad, naive, **tol)
+    if dtype == torch.float64:
+        central = _central_difference(fn, s, eye)
+        torch.testing.assert_close(grad[0], central, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("path", NEURALSORT_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neuralsort_gradient_at_ties_of_two_three_and_four(path, dtype):
+    """Tie groups of sizes 1-4 in a batch, a random linear loss: the naive O(n²) formula's
+    gradient, the central difference, and the same gradient whichever tied label comes first."""
+    generator = torch.Generator().manual_seed(11)
+    s = torch.tensor([[0.5, -1.0, 0.5, 2.0, -1.0, 0.5, 3.0, -1.0, -1.0],
+                      [1.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0, -3.0, 0.25]], dtype=dtype)
+    weights = torch.randn(2, 9, 9, generator=generator, dtype=dtype)
+    fn = lambda x: NEURALSORT_PATHS[path](x, 0.7)  # noqa: E731
+    grad = _grad(fn, s, weights)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(grad, _grad(lambda x: reference_port_neuralsort(x, 0.7), s, weights), **tol)
+    if dtype == torch.float64:
+        for b in range(2):
+            central = _central_difference(lambda x: fn(x.unsqueeze(0))[0], s[b], weights[b])
+            torch.testing.assert_close(grad[b], central, rtol=1e-5, atol=1e-7)
+    # relabel: swapping two tied items is a symmetry of s, so it permutes the gradient
+    swap = torch.arange(9)
+    swap[[0, 2]] = swap[[2, 0]]
+    relabelled = _grad(fn, s[:, swap], weights[..., swap])
+    torch.testing.assert_close(relabelled[:, swap], grad, **tol)
+
+
+def test_row_sums_gradient_at_ties_uses_sign_zero():
+    s = torch.tensor([[2.0, 2.0, 2.0, -1.0, 0.0, 0.0]], dtype=torch.float64)
+    weights = torch.randn(1, 6, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    brute = lambda x: (x.unsqueeze(-1) - x.unsqueeze(-2)).abs().sum(-1)  # noqa: E731
+    torch.testing.assert_close(_grad(pairwise_abs_row_sums, s, weights), _grad(brute, s, weights),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_deterministic_neuralsort_estimator_at_tied_scores():
+    """The issue's path: stochastic=false relaxes the scores themselves, which may tie."""
+    theta = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    trace = lambda z: z.diagonal(dim1=-2, dim2=-1).sum(-1)  # noqa: E731
+    loss = ESTIMATORS.make("neuralsort:temperature=1.0,stochastic=false").surrogate(
+        PlackettLuce(theta), trace, num_samples=2, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(loss, theta)
+    torch.testing.assert_close(grad, torch.tensor(TIE_TRACE_GRADIENT, dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+
+
+def _softsort_in_order(s, order, tau):
+    """SoftSort with the descending sort given by ``order`` (one way to break its ties)."""
+    ranked = s[order]
+    return torch.softmax(-(ranked.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau, dim=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softsort_gradient_at_ties_is_the_mean_over_tie_orders(dtype):
+    """SoftSort's kinks at a tie (the sort's and the abs's) coincide, so its central difference
+    is not a sign(0) rule; our choice is the mean over the orders of each tie of the gradient
+    with that order, which shares the sort's gradient evenly among the tied items and is the
+    same whichever label comes first (before the fix, torch.sort's order chose)."""
+    s = torch.tensor([1.0, 1.0, 0.0, 2.0, 1.0, 0.0], dtype=dtype)
+    weights = torch.randn(6, 6, generator=torch.Generator().manual_seed(13), dtype=dtype)
+    grad = _grad(lambda x: softsort(x, 0.8), s, weights)
+    per_order = [
+        _grad(lambda x: _softsort_in_order(x, torch.tensor([3, *ones, *zeros]), 0.8), s, weights)
+        for ones in itertools.permutations([0, 1, 4]) for zeros in itertools.permutations([2, 5])
+    ]
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(grad, torch.stack(per_order).mean(0), **tol)
+    torch.testing.assert_close(softsort(s, 0.8), _softsort_in_order(s, torch.tensor([3, 0, 1, 4, 2, 5]), 0.8),
+                               rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["neuralsort", "softsort", "st-neuralsort"])
 @pytest.mark.parametrize("stochastic", [True, False])
 def test_single_sample_estimate_against_the_formula(name, stochastic):
