@@ -12,8 +12,8 @@ reference code is never formed. At exactly tied scores the gradient is that of t
 formula with sign(0) = 0 (the average of the one-sided derivatives), whatever order the sort
 gives the tie; SoftSort shares the sort's gradient evenly among tied items.
 
-The logits of row i, column j are a rank-two bilinear form, q_i · k_j with q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a
-block of rows at a time without the n × n matrix (``neuralsort_apply``).
+The logits of row i, column j are a rank-two bilinear form, q_i · k_j with
+q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a block of rows at a time without the n × n matrix (``neuralsort_apply``).
 
 SoftSort: P̂[i, j] = softmax_j(−|sort(s)_i − s_j| / τ), sort descending.
 
