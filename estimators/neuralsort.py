@@ -13,7 +13,8 @@ formula with sign(0) = 0 (the average of the one-sided derivatives), whatever or
 gives the tie; SoftSort shares the sort's gradient evenly among tied items.
 
 The logits of row i, column j are a rank-two bilinear form, q_i · k_j with
-q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a block of rows at a time without the n × n matrix (``neuralsort_apply``).
+q_i = (n + 1 − 2i, −1) and k_j = (s_j, (A_s 1)_j) / τ, so P̂ V can be computed a block of rows
+at a time without the n × n matrix (``neuralsort_apply``).
 
 SoftSort: P̂[i, j] = softmax_j(−|sort(s)_i − s_j| / τ), sort descending.
 
