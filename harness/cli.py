@@ -309,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, StoreReadError) as error:
         print(f"estibench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from harness.runner import Terminated
+
+        if isinstance(interrupt, Terminated):  # SIGTERM: 128 + 15, as a shell reports it
+            print("estibench: terminated (SIGTERM); finished cells are stored, continue with "
+                  "--resume", file=sys.stderr)
+            return 143
         print("estibench: interrupted", file=sys.stderr)
         return 130
 

@@ -17,9 +17,12 @@ writes the store, one transaction per finished cell.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -95,49 +98,81 @@ def _inline(jobs: list[CellJob], workers: int, ray_address: str | None) -> Itera
 
 
 def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
-    """Cells in a pool of spawned processes.
+    """Cells in pools of ``workers`` spawned processes.
 
-    A worker that dies (killed for lack of memory, a crash in native code) breaks the whole
-    pool: the cells that had not finished then run one at a time in a one-worker pool, which
-    runs them in order, so when it breaks the cell it was running is the one that killed it:
-    that cell is stored as failed and a fresh one-worker pool takes the rest.
+    Workers never outlive the driver: each watches a pipe whose only writing end the driver
+    holds (``_watch_driver``), and leaves as soon as it reads as ended, which is when the driver
+    dies (SIGKILL included) or leaves early (Ctrl-C, SIGTERM, an error) and closes it.
+
+    A worker that dies (killed for lack of memory, a crash in native code) breaks its pool, and
+    every cell not finished is lost with it. Workers take cells in order, so the cell that
+    killed it is one of the first ``workers`` lost (no more were running): these suspects run
+    again one at a time in a one-worker pool, where a death names its cell, which is stored as
+    failed (a suspect that finishes alone is stored as usual). The rest of the study then goes
+    back to a pool of ``workers``.
     """
     import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    lifeline, driver_end = context.Pipe(duplex=False)
+    try:
+        pending = list(jobs)
+        while pending:
+            lost = yield from _pool(pending, workers, context, lifeline, driver_end)
+            suspects, pending = lost[:workers], lost[workers:]
+            while suspects:
+                started = time.time()
+                lost = yield from _pool(suspects, 1, context, lifeline, driver_end)
+                if lost:  # the first cell in order that did not finish killed the lone worker
+                    yield lost[0], _failed("the process running this cell died (killed, e.g. "
+                                           "for lack of memory, or crashed in native code)",
+                                           "", started)
+                suspects = lost[1:]
+    finally:
+        driver_end.close()
+        lifeline.close()
+
+
+def _pool(jobs: list[CellJob], workers: int, context, lifeline, driver_end):
+    """Run ``jobs`` in one fresh pool, yielding each finished cell with its result; return the
+    cells lost when a worker died and broke the pool, in the order of ``jobs``."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("spawn")
-    unfinished: list[CellJob] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(run_cell, job): job for job in jobs}
+    lost: list[int] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_watch_driver, initargs=(lifeline,)) as pool:
+        futures = {pool.submit(run_cell, job): index for index, job in enumerate(jobs)}
         try:
             for future in as_completed(futures):
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    unfinished.append(futures[future])
+                    lost.append(futures[future])
                     continue
-                yield futures[future], result
-        except BaseException:
+                yield jobs[futures[future]], result
+        except BaseException:  # Ctrl-C, SIGTERM, or the consumer closed us: end the workers
             for future in futures:
                 future.cancel()
+            driver_end.close()  # the pool's shutdown then finds its workers gone, not busy
             raise
-    while unfinished:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            futures = [pool.submit(run_cell, job) for job in unfinished]
-            for index, (job, future) in enumerate(zip(unfinished, futures)):
-                started = time.time()
-                try:
-                    result = future.result()
-                except BrokenProcessPool:  # the first cell in order that did not finish
-                    yield job, _failed("the process running this cell died (killed, e.g. "
-                                       "for lack of memory, or crashed in native code)", "",
-                                       started)
-                    unfinished = unfinished[index + 1:]
-                    break
-                yield job, result
-            else:
-                unfinished = []
+    return [jobs[index] for index in sorted(lost)]
+
+
+def _watch_driver(lifeline) -> None:
+    """Pool initializer, in each worker: leave at once when the driver is gone.
+
+    Nothing is ever written to ``lifeline``: it turns readable (end of file) only when the
+    driver's end is closed, by the driver or by the kernel when the driver dies.
+    """
+
+    def watch() -> None:
+        try:
+            lifeline.poll(None)
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=watch, name="estibench-driver-watch", daemon=True).start()
 
 
 def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator:
@@ -181,6 +216,33 @@ _RUNNERS = {"inline": _inline, "process": _process, "ray": _ray}
 
 
 # ------------------------------------------------------------------------------------- driver
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a study ran (``timeout``, Slurm and ``docker stop`` send it).
+
+    A KeyboardInterrupt, so that it ends a run the way Ctrl-C does: finished cells stay
+    stored, workers end, and ``--resume`` continues.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Within: SIGTERM raises ``Terminated`` in the main thread (elsewhere signals cannot be
+    handled, so it is left alone); the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 
 @dataclasses.dataclass
@@ -231,7 +293,9 @@ def run_study(
 
     A store that already holds cells is continued only with ``resume`` (finished cells are
     skipped; failed ones too unless ``retry_failed``). A store of a different study is refused;
-    of the same study with changed grids, unless ``allow_changed``.
+    of the same study with changed grids, unless ``allow_changed``. SIGTERM while cells run
+    raises ``Terminated`` (a KeyboardInterrupt): like Ctrl-C, it leaves every finished cell
+    stored and no worker running.
     """
     if executor not in _RUNNERS:
         raise UserError(f"unknown executor {executor!r}: expected {', '.join(EXECUTORS)}")
@@ -266,15 +330,18 @@ def run_study(
             bar.start()
             task = bar.add_task(f"study {study.name}", total=len(cells), completed=summary.already,
                                 failed=0, skipped=len(skipped))
+        results = _RUNNERS[executor](jobs, workers, ray_address)
         try:
-            for job, result in _RUNNERS[executor](jobs, workers, ray_address):
-                store.write(job.cell, result)
-                if result["status"] == "ok":
-                    summary.done += 1
-                else:
-                    summary.failed += 1
-                if bar is not None:
-                    bar.update(task, advance=1, failed=summary.failed)
+            # closing: an interrupted run ends the executor's workers before it returns
+            with _sigterm_interrupts(), contextlib.closing(results):
+                for job, result in results:
+                    store.write(job.cell, result)
+                    if result["status"] == "ok":
+                        summary.done += 1
+                    else:
+                        summary.failed += 1
+                    if bar is not None:
+                        bar.update(task, advance=1, failed=summary.failed)
         finally:
             if bar is not None:
                 bar.stop()
