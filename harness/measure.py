@@ -313,9 +313,8 @@ def measure(
         "true_gradient_source": source,
         "true_gradient_stderr": None if true_stderr is None else true_stderr.tolist(),
     }
-    roundoff = None
-    if dtype != torch.float64 and bool((estimates.double().var(0) == 0).any()):
-        roundoff = _roundoff(problem, estimator, num_samples, seed, device, dtype)
+    roundoff = None if dtype == torch.float64 else (  # summarise calls it at round-off scale
+        lambda: _roundoff(problem, estimator, num_samples, seed, device, dtype))
     record.update(
         summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff,
                   objective_scale=objective_scale)

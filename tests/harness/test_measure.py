@@ -275,3 +275,29 @@ def test_reinforce_variance_on_categorical_matches_enumeration(seed):
     var, var_y = float((p * y).sum()), float((p * y**2).sum() - (p * y).sum() ** 2)
     record = measure(problem.spec, "reinforce", replicates=20000, seed=seed, dtype="float64", **QUIET)
     assert abs(record["variance"] - var) <= z_threshold() * math.sqrt(var_y / 20000)
+
+
+def test_roundoff_scale_spread_is_judged_like_zero_variance():
+    """Straight-through is exact for a linear f, so in float32 its estimates differ only by
+    round-off (variance ≈ 5e-19 at N = 16): a t-test against that spread called it biased
+    (p = 0). Coordinates with a standard error that round-off explains are judged against the
+    round-off tolerance instead."""
+    record = measure("categorical-linear", "straight-through", num_samples=16, **QUIET)
+    assert record["dtype"] == "float32" and 0 < record["variance"] < 1e-12
+    assert record["bias_pvalue"] == 1.0
+
+
+def test_bias_test_roundoff_scale_spread():
+    spread, replicates = torch.full((2,), 1e-6), 101
+    tiny = torch.full((2,), 1e-7 / math.sqrt(replicates - 1))  # std 1e-7: within round-off
+    # Within the tolerance: unbiased; beyond it: certainly biased, however small the spread.
+    assert bias_test(torch.tensor([3e-8, -5e-7]), tiny, replicates, tolerance=spread,
+                     spread=spread) == 1.0
+    assert bias_test(torch.tensor([3e-8, 2e-6]), tiny, replicates, tolerance=spread,
+                     spread=spread) == 0.0
+    # A standard error above spread/√(R − 1) is more than round-off: the t-test decides.
+    wide = torch.full((2,), 2e-6 / math.sqrt(replicates - 1))
+    bias = torch.tensor([0.0, 1e-6])
+    expected = min(1.0, 2 * 2 * stats.t.sf(1e-6 / float(wide[1]), df=replicates - 1))
+    assert bias_test(bias, wide, replicates, tolerance=spread, spread=spread) == pytest.approx(
+        expected)
