@@ -24,6 +24,7 @@ its name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -32,7 +33,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators.errors import IncompatibleError, UserError
-from estimators.families import base_distribution, family_of
+from estimators.families import base_distribution, family_of, sampler_elements
 from estimators.registry import Configurable, Option, Registry
 
 Objective = Callable[[Tensor], Tensor]
@@ -91,6 +92,26 @@ class Estimator(Configurable):
         """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
         return 1
 
+    def objective_samples(self, dist: Distribution, num_samples: int) -> int:
+        """How many samples one estimate evaluates the objective on (its first dimension):
+        ``num_samples`` unless the estimator evaluates more (the exact estimator: the support).
+        """
+        return num_samples
+
+    def pass_elements(self, dist: Distribution, num_samples: int) -> int:
+        """An upper bound on the numbers (tensor elements) that one estimate on ``dist`` creates
+        in its forward and backward pass, objective excluded (``Problem.sample_elements``).
+
+        The harness divides its memory budget by it to bound how many replicates it draws in
+        one batched pass, and refuses a cell whose one estimate would not fit. The default,
+        ``SAMPLE_COPIES`` numbers per number of a sample, holds for estimators whose
+        intermediates are shaped like their samples (noise, keys, relaxed and hard samples,
+        their gradients); an estimator with larger intermediates (the steps of a relaxation, a
+        2^k programme, an enumerated support) says so by overriding it. The conformance suite
+        checks the bound against the measured peak of every registered estimator.
+        """
+        return num_samples * sample_numel(dist) * SAMPLE_COPIES + sampler_elements(dist)
+
     def diagnostics(self, dist: Distribution) -> dict:
         """What the estimator chose at these parameters (e.g. a truncation level), for the
         record; JSON-serialisable, empty by default."""
@@ -120,6 +141,14 @@ class Estimator(Configurable):
         if dist._validate_args:
             check_finite_parameters(dist)
         return family
+
+
+SAMPLE_COPIES = 24
+
+
+def sample_numel(dist: Distribution) -> int:
+    """Numbers in one sample of ``dist``: ``prod(batch_shape) · prod(event_shape)``."""
+    return math.prod(dist.batch_shape) * math.prod(dist.event_shape)
 
 
 def check_finite_parameters(dist: Distribution) -> None:

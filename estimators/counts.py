@@ -52,7 +52,7 @@ def support_log_probs(
 
 def generic_cap(dist: Distribution) -> int:
     """⌈max(μ + 40σ + 40)⌉, capped by the support's bound: where inversion sampling stops."""
-    cap = float((dist.mean + 40 * dist.stddev).max()) + 40
+    cap = float((dist.mean + 40 * dist.stddev).detach().max()) + 40
     bound = support_bound(dist)
     return int(min(math.ceil(cap), bound) if bound is not None else math.ceil(cap))
 
@@ -88,4 +88,10 @@ def _sample_geometric(dist: Geometric, shape: tuple[int, ...], generator) -> Ten
 register_family(Poisson, "count", _sample_poisson)
 register_family(Binomial, "count", _sample_binomial)
 register_family(Geometric, "count", _sample_geometric)
-register_family(NegativeBinomial, "count", _sample_by_inversion)
+def _inversion_elements(dist: Distribution) -> int:
+    """The CDF table of inversion sampling and its intermediates: 8 numbers per support point
+    up to ``generic_cap`` per batch element."""
+    return 8 * math.prod(dist.batch_shape) * (generic_cap(dist) + 1)
+
+
+register_family(NegativeBinomial, "count", _sample_by_inversion, _inversion_elements)

@@ -15,6 +15,7 @@ from torch.distributions import Distribution, Independent
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.errors import IncompatibleError
 from estimators.families import FAMILIES
+from estimators.subset import Subset
 
 MAX_SUPPORT = 2**16
 
@@ -60,6 +61,18 @@ class Exact(Estimator):
         pathwise=False,
         needs_enumerable=True,
     )
+
+    def objective_samples(self, dist: Distribution, num_samples: int) -> int:
+        return enumerate_joint(dist).shape[0]
+
+    def pass_elements(self, dist: Distribution, num_samples: int) -> int:
+        """Every support point is a sample (``num_samples`` plays no part), plus the set
+        probability's programme on subsets."""
+        size = self.objective_samples(dist, num_samples)
+        elements = super().pass_elements(dist, size)
+        if isinstance(dist, Subset):
+            elements += size * dist.log_prob_elements()
+        return elements
 
     def surrogate(
         self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator

@@ -27,18 +27,33 @@ FAMILIES = ("bernoulli", "categorical", "subset", "permutation", "count")
 Sampler = Callable[[Distribution, tuple[int, ...], torch.Generator], Tensor]
 _FAMILY: dict[type, str] = {}
 _SAMPLER: dict[type, Sampler] = {}
+_SAMPLER_ELEMENTS: dict[type, Callable[[Distribution], int]] = {}
 
 
-def register_family(dist_type: type, family: str, sampler: Sampler) -> None:
+def register_family(dist_type: type, family: str, sampler: Sampler,
+                    sampler_elements: Callable[[Distribution], int] | None = None) -> None:
     """Declare the family of a distribution type and how to sample it from a generator.
 
     ``sampler(base_dist, shape, generator)`` returns hard samples of shape
-    ``shape + base_dist.batch_shape + base_dist.event_shape``.
+    ``shape + base_dist.batch_shape + base_dist.event_shape``. ``sampler_elements(base_dist)``,
+    where given, bounds the numbers the sampler creates besides the samples (a table over the
+    support, say), for the harness's memory estimate (``Estimator.pass_elements``).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
     _FAMILY[dist_type] = family
     _SAMPLER[dist_type] = sampler
+    if sampler_elements is not None:
+        _SAMPLER_ELEMENTS[dist_type] = sampler_elements
+
+
+def sampler_elements(dist: Distribution) -> int:
+    """Numbers ``draw`` creates for ``dist`` besides the samples (0 unless registered)."""
+    base = base_distribution(dist)
+    for cls in type(base).__mro__:
+        if cls in _SAMPLER_ELEMENTS:
+            return int(_SAMPLER_ELEMENTS[cls](base))
+    return 0
 
 
 def base_distribution(dist: Distribution) -> Distribution:

@@ -32,7 +32,8 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators import noise
-from estimators.base import Estimator, EstimatorInfo, Objective, register
+from estimators.base import (SAMPLE_COPIES, Estimator, EstimatorInfo, Objective, register,
+                             sample_numel)
 from estimators.counts import support_bound, support_log_probs
 from estimators.errors import UserError
 from estimators.families import base_distribution
@@ -116,6 +117,13 @@ class _GenGSBase(Estimator):
         relaxed = (weights * values).sum(-1)
         hard = values[keys.detach().argmax(-1)]
         return relaxed, hard
+
+    def pass_elements(self, dist: Distribution, num_samples: int) -> int:
+        """Per sample and element, the K + 1 keys, weights and their gradients (the samples'
+        copies of ``Estimator.pass_elements``, K + 1 wide), plus the truncation's tables."""
+        _, log_pi, _ = self.truncated_log_probs(dist)
+        width = log_pi.shape[-1]
+        return (num_samples * SAMPLE_COPIES + 16) * sample_numel(dist) * width
 
     def diagnostics(self, dist: Distribution) -> dict:
         """Per element: the truncation level K and the mass beyond it, P(X > K)."""

@@ -7,6 +7,12 @@ the same estimate, b_s = (1/(S−1)) Σ_{j≠s} f(z_j) (Kool et al. 2019); b_s d
 z_s, so the estimator stays unbiased. If f also depends on θ directly, its pathwise gradient
 is added (the surrogate keeps f attached).
 
+On subsets, log p is either the exact probability of the drawn set (``Subset.log_prob``, a
+programme over its 2^k subsets) or the probability of the order in which Gumbel-top-k drew it
+(``Subset.log_prob_ordered``, O(n + k)): f depends on the set alone and the set is a function of
+the order, so E[f ∇ log p(order)] = ∇ E[f] too; the set probability averages the order out
+(lower variance, cost 2^k). ``set_probability=auto`` picks by cost (``unordered_is_cheaper``).
+
 Example:
     >>> import torch
     >>> from torch.distributions import Bernoulli, Independent
@@ -27,6 +33,8 @@ from torch.distributions import Distribution
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.families import draw
 from estimators.registry import Option
+from estimators.errors import UserError
+from estimators.subset import MAX_LOG_PROB_K, Subset, unordered_is_cheaper
 
 
 @register
@@ -44,10 +52,20 @@ class Reinforce(Estimator):
                 doc="none, or loo: leave-one-out mean of the other samples (Kool et al. 2019)",
                 choices=("none", "loo"),
             ),
+            Option(
+                "set_probability",
+                "auto",
+                doc="subsets only: unordered (the exact probability of the drawn set, a 2^k "
+                "programme, k <= 16), ordered (the probability of the draw's order, O(n + k)), "
+                "or auto (unordered while its programme is no larger than the ordered pass)",
+                choices=("auto", "unordered", "ordered"),
+            ),
         ),
         log_prob=(
             "dist.log_prob(z) of the hard sample: for independent coordinates their sum; for "
-            "subsets the exact probability of the unordered set (Subset.log_prob); for "
+            "subsets the exact probability of the unordered set (Subset.log_prob) or, with "
+            "set_probability=ordered, of the order of the Gumbel-top-k draw "
+            "(Subset.log_prob_ordered); for "
             "permutations the Plackett-Luce probability of the ranking; for counts torch's log_prob"
         ),
         references="Williams 1992; Kool et al. 2019",
@@ -56,13 +74,44 @@ class Reinforce(Estimator):
     def min_samples(self) -> int:
         return 2 if self.baseline == "loo" else 1
 
+    def ordered(self, dist: Subset) -> bool:
+        """Whether subsets are scored by the probability of the draw's order (see the option)."""
+        if self.set_probability == "unordered" and dist.k > MAX_LOG_PROB_K:
+            raise UserError(
+                f"{self.spec}: the set probability is a programme over the 2^k subsets of the "
+                f"drawn set, for k <= {MAX_LOG_PROB_K}; got k={dist.k}. Use "
+                "set_probability=ordered (or auto)"
+            )
+        if self.set_probability != "auto":
+            return self.set_probability == "ordered"
+        return not unordered_is_cheaper(dist.n, dist.k)
+
+    def pass_elements(self, dist: Distribution, num_samples: int) -> int:
+        extra = 0
+        if isinstance(dist, Subset) and not self.ordered(dist):
+            extra = num_samples * dist.log_prob_elements()
+        return super().pass_elements(dist, num_samples) + extra
+
+    def diagnostics(self, dist: Distribution) -> dict:
+        if isinstance(dist, Subset):
+            return {"set_probability": "ordered" if self.ordered(dist) else "unordered"}
+        return {}
+
     def surrogate(
         self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
     ) -> Tensor:
         loo = self.baseline == "loo"
         self.check_inputs(dist, num_samples)
-        z = draw(dist, num_samples, generator)  # [S, *batch, *event]
-        log_p = dist.log_prob(z)  # [S, *batch]
+        if isinstance(dist, Subset) and self.ordered(dist):
+            # The ordered draw: the same Gumbel-top-k sample, scored by the probability of its
+            # order (unbiased for any f of the set, since the set is a function of the order).
+            order = dist.keys((num_samples,), generator).topk(dist.k, -1, sorted=True).indices
+            z = torch.zeros(order.shape[:-1] + (dist.n,), dtype=dist.logits.dtype,
+                            device=dist.logits.device).scatter_(-1, order, 1.0)
+            log_p = dist.log_prob_ordered(order)  # [S, *batch]
+        else:
+            z = draw(dist, num_samples, generator)  # [S, *batch, *event]
+            log_p = dist.log_prob(z)  # [S, *batch]
         values = f(z)  # [S, *batch]
         if loo:
             baseline = (values.sum(0, keepdim=True) - values) / (num_samples - 1)

@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators import native
-from estimators.base import Estimator, EstimatorInfo, Objective, register
+from estimators.base import Estimator, EstimatorInfo, Objective, register, sample_numel
 from estimators.gumbel_softmax import TEMPERATURE
 from estimators.subset import Subset, topk_khot
 
@@ -285,6 +285,15 @@ def reference_port_relaxed_topk(keys: Tensor, k: int, tau: float) -> Tensor:
     return khot
 
 
+def _relaxed_topk_elements(self: Estimator, dist: Distribution, num_samples: int) -> int:
+    """The samples' copies plus the relaxation's checkpoints: ⌈√k⌉ segments of n numbers per
+    sample, and as many again for the torch path's recomputation in the backward pass, with
+    the same margin (see ``Estimator.pass_elements``)."""
+    steps = 3 * math.isqrt(dist.k - 1) + 3
+    return Estimator.pass_elements(self, dist, num_samples) + (
+        num_samples * sample_numel(dist) * steps)
+
+
 def _subset_inputs(estimator: Estimator, dist: Distribution, num_samples: int,
                    generator: torch.Generator) -> tuple[Subset, Tensor]:
     estimator.check_inputs(dist, num_samples)
@@ -315,6 +324,8 @@ class RelaxedTopK(Estimator):
     def diagnostics(self, dist: Distribution) -> dict:
         return {"kernel": implementation(dist.logits)}
 
+    pass_elements = _relaxed_topk_elements
+
 
 @register
 class STRelaxedTopK(Estimator):
@@ -338,3 +349,4 @@ class STRelaxedTopK(Estimator):
         return f(hard + (relaxed - relaxed.detach())).mean(0)
 
     diagnostics = RelaxedTopK.diagnostics
+    pass_elements = _relaxed_topk_elements

@@ -39,6 +39,7 @@ from torch.distributions import Distribution, constraints
 from estimators import noise
 from estimators.errors import UserError
 from estimators.families import register_family
+from estimators.plackett_luce import reverse_logcumsumexp
 
 MAX_LOG_PROB_K = 16
 MAX_ENUMERATE = 2**16
@@ -143,16 +144,27 @@ class Subset(Distribution):
     def log_prob_ordered(self, order: Tensor) -> Tensor:
         """log P(first draw = order[..., 0], second = order[..., 1], ...), ``order`` [*, m].
 
-        Σ_j [logits_{σ_j} − logsumexp over the items not among σ_1..σ_{j−1}].
+        Σ_j [logits_{σ_j} − log Σ_{i ∉ {σ_1..σ_{j−1}}} exp(logits_i)]. The items still
+        available before draw j are those never drawn (U, the complement of σ) and σ_j..σ_m, so
+        the normaliser is logaddexp(logsumexp_U, reverse cumulative logsumexp of the chosen
+        logits from j on): O(n + m) time and memory per draw, no probability formed by
+        subtraction (stable at any logits), for any m <= n.
         """
         logits = self.logits.expand(order.shape[:-1] + (self.n,))
         chosen = logits.gather(-1, order)  # [*, m]
-        remaining = torch.ones_like(logits, dtype=torch.bool)
-        total = torch.zeros_like(chosen[..., 0])
-        for j in range(order.shape[-1]):
-            total = total + chosen[..., j] - _masked_logsumexp(logits, remaining)
-            remaining = remaining.scatter(-1, order[..., j : j + 1], False)
-        return total
+        drawn = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, True)
+        never = _masked_logsumexp(logits, ~drawn)  # [*]: -inf when every item is drawn
+        # log Σ_{i >= j} exp(chosen_i): a reverse cumulative log-sum-exp, [*, m].
+        later = reverse_logcumsumexp(chosen)
+        available = torch.logaddexp(later, never.unsqueeze(-1))
+        return (chosen - available).sum(-1)
+
+    def log_prob_elements(self) -> int:
+        """Numbers one ``log_prob`` creates per sample and batch element (forward and backward),
+        a bound for the harness's memory estimate: the programme holds about 2^k (k + 4)
+        numbers, and its index copies and gradients at most 4 times that (measured: 2.8 to 3.2
+        times for k = 3..12)."""
+        return 4 * 2**self.k * (self.k + 4) * math.prod(self.batch_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Exact log-probability of the unordered set given as a k-hot ``value`` [*, n]."""
@@ -213,3 +225,13 @@ def _sample_subset(dist: Subset, shape: tuple[int, ...], generator: torch.Genera
 
 
 register_family(Subset, "subset", _sample_subset)
+
+
+def unordered_is_cheaper(n: int, k: int) -> bool:
+    """Whether ``Subset.log_prob`` (the exact set probability: about 2^k·k numbers per sample)
+    costs no more than 4 times ``log_prob_ordered`` (about n numbers): the rule of
+    ``reinforce:set_probability=auto``. The set probability is the Rao-Blackwellised, lower
+    variance choice, but its cost grows as 2^k: measured with 16 samples of 64 rows on one
+    thread, 2.3x the ordered pass at n = 8, k = 3 (2^k·k = 3n), 29x at n = 100, k = 8 and 51x
+    at n = 400, k = 10."""
+    return k <= MAX_LOG_PROB_K and 2**k * k <= 4 * n

@@ -14,6 +14,7 @@ error, drawn with a generator independent of the estimates'.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -24,12 +25,16 @@ from torch import Tensor
 
 from estimators import ESTIMATORS, Estimator
 from estimators.errors import IncompatibleError, UserError
+from harness import budget as budget_module
 from harness import memory, provenance
+from harness.budget import ENV as budget_env
+from harness.budget import MemoryBudgetError
 from harness.compat import incompatibility
 from harness.progress import progress
 from harness.record import FIELDS
 from harness.stats import summarise
 from problems import PROBLEMS, Problem
+from reports.units import size
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 REFERENCE_ESTIMATOR = "reinforce:baseline=loo"
@@ -83,7 +88,36 @@ def _flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor], leading: 
     )
 
 
-ELEMENT_BUDGET = 2**23  # numbers per tensor in one batched pass (64 MiB in float64)
+PASS_BYTES = 2**28  # most bytes one batched pass creates (256 MiB): larger passes are no faster
+
+
+def replicate_bytes(problem: Problem, estimator: Estimator, num_samples: int) -> int:
+    """Estimated bytes that one replicate adds to a batched pass (forward and backward): the
+    estimator's ``pass_elements`` and the problem's ``sample_elements`` for each sample the
+    objective sees, at the problem's dtype (index tensors are counted in the estimator's
+    constant)."""
+    dist = problem.distribution()
+    numbers = estimator.pass_elements(dist, num_samples)
+    numbers += estimator.objective_samples(dist, num_samples) * (problem.sample_elements() or 0)
+    itemsize = torch.empty((), dtype=problem.parameters()[0].dtype).element_size()
+    return int(numbers) * itemsize
+
+
+def replicates_per_pass(
+    problem: Problem, estimator: Estimator, num_samples: int, *,
+    budget: int, budget_source: str = "the memory budget", most: int = 65536,
+) -> int:
+    """How many replicates one batched pass draws: as many as fit in min(budget, PASS_BYTES),
+    at most ``most``; ``MemoryBudgetError`` when not even one fits in ``budget``."""
+    per_replicate = replicate_bytes(problem, estimator, num_samples)
+    if per_replicate > budget:
+        raise MemoryBudgetError(
+            f"{estimator.spec} on {problem.spec} with num_samples={num_samples} needs about "
+            f"{size(per_replicate)} for one estimate, more than the memory budget of "
+            f"{size(budget)} ({budget_source}); raise it with --memory-budget (or "
+            f"${budget_env}, or memory_budget in a study file), or lower num_samples"
+        )
+    return max(1, min(most, min(budget, PASS_BYTES) // max(per_replicate, 1)))
 
 
 def batched_estimates(
@@ -95,20 +129,25 @@ def batched_estimates(
     generator: torch.Generator,
     chunk_size: int = 65536,
     show_progress: bool = False,
+    description: str = "replicates",
+    memory_budget: int | None = None,
 ) -> Tensor:
-    """R independent estimates ``[R, D]`` in ``ceil(R / chunk_size)`` batched passes.
+    """R independent estimates ``[R, D]`` in ``ceil(R / per_pass)`` batched passes.
 
-    ``chunk_size`` is lowered for problems whose objective is large per sample (see
-    ``Problem.sample_elements``) so that one pass creates about ``ELEMENT_BUDGET`` numbers per
-    tensor.
+    ``per_pass`` is ``chunk_size`` or fewer: as many replicates as fit in the memory budget
+    (``memory_budget`` bytes, else ``harness.budget``'s default) and in ``PASS_BYTES``, by the
+    estimate of ``replicate_bytes``. A cell whose one replicate does not fit raises
+    ``MemoryBudgetError`` before anything is drawn.
     """
-    elements = problem.sample_elements()
-    if elements:
-        chunk_size = min(chunk_size, max(1, ELEMENT_BUDGET // (num_samples * elements)))
+    device = problem.parameters()[0].device
+    source = budget_module.describe(memory_budget)
+    budget = budget_module.memory_budget(device, memory_budget)
+    chunk_size = replicates_per_pass(problem, estimator, num_samples, budget=budget,
+                                     budget_source=source, most=chunk_size)
     params = problem.parameters()
     chunks = []
     bounds = range(0, replicates, chunk_size)
-    for start in progress(bounds, description="replicates", enabled=show_progress):
+    for start in progress(bounds, description=description, enabled=show_progress):
         n = min(chunk_size, replicates - start)
         theta = [p.detach().expand(n, *p.shape).clone().requires_grad_(True) for p in params]
         replicated = problem.with_parameters(theta)
@@ -130,7 +169,7 @@ def batched_estimates(
 
 def _roundoff(
     problem: Problem, estimator: Estimator, num_samples: int, seed: int,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, memory_budget: int | str | None = None,
 ) -> Tensor:
     """|ĝ − ĝ_float64| for one estimate with the same noise (noise is drawn in float64)."""
     results = []
@@ -138,7 +177,8 @@ def _roundoff(
         generator = torch.Generator(device).manual_seed(derived_seed(seed, "roundoff"))
         results.append(
             batched_estimates(problem.to(device, kind), estimator, num_samples=num_samples,
-                              replicates=1, generator=generator)[0].double()
+                              replicates=1, generator=generator,
+                              memory_budget=memory_budget)[0].double()
         )
     return (results[0] - results[1]).abs()
 
@@ -151,16 +191,62 @@ def derived_seed(seed: int, purpose: str) -> int:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class TrueGradient:
+    """The gradient the estimates are compared with: exact, or an unbiased reference."""
+
+    gradient: Tensor  # [D], float64
+    stderr: Tensor | None  # [D] for a reference, None when exact
+    source: str  # "exact", or "reference:SPEC (replicates=..., num_samples=...)"
+    objective_scale: float = 0.0  # |E f| when exact (the scale of its round-off), else 0
+
+    def to_json(self) -> dict:
+        return {"gradient": self.gradient.tolist(), "source": self.source,
+                "stderr": None if self.stderr is None else self.stderr.tolist(),
+                "objective_scale": self.objective_scale}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrueGradient:
+        stderr = data.get("stderr")
+        return cls(torch.tensor(data["gradient"], dtype=torch.float64),
+                   None if stderr is None else torch.tensor(stderr, dtype=torch.float64),
+                   data["source"], float(data.get("objective_scale", 0.0)))
+
+
+def reference_estimator(problem: Problem, spec: str = REFERENCE_ESTIMATOR) -> Estimator:
+    """The unbiased estimator that stands in for a missing exact gradient, with every choice it
+    makes at θ spelled out in its spec (e.g. ``set_probability=ordered`` on a subset problem
+    whose 2^k set probability is too costly), or ``IncompatibleError``."""
+    reference = ESTIMATORS.make(spec)
+    reason = incompatibility(problem, reference)
+    if reason is not None or not reference.info.unbiased:
+        raise IncompatibleError(
+            f"{problem.spec} has no exact gradient and the reference estimator "
+            f"{reference.spec!r} cannot stand in: {reason or 'it is not unbiased'}"
+        )
+    chosen = {name: value for name, value in reference.diagnostics(problem.distribution()).items()
+              if name in reference.options and value != reference.options[name]}
+    if chosen:
+        reference = ESTIMATORS.make(reference.spec.split(":")[0] + ":" + ",".join(
+            f"{name}={value}" for name, value in {**reference.options, **chosen}.items()))
+    return reference
+
+
 def true_gradient(
     problem: Problem,
     *,
     device: torch.device,
     seed: int,
-    reference_estimator: str = REFERENCE_ESTIMATOR,
+    reference_estimator_spec: str = REFERENCE_ESTIMATOR,
     reference_replicates: int = 10_000,
     reference_num_samples: int = 16,
-) -> tuple[Tensor, Tensor | None, str, float]:
-    """(gradient [D] in float64, its standard error or None, source, |E f| or 0 if unknown)."""
+    show_progress: bool = False,
+    memory_budget: int | str | None = None,
+) -> TrueGradient:
+    """The exact gradient (float64 autograd of ``expected_objective``) or, where there is
+    none, the mean of ``reference_replicates`` estimates of ``reference_num_samples`` samples
+    of an unbiased estimator with its standard error, drawn from a stream derived from
+    ``seed`` ("reference")."""
     exact_problem = problem.to(device, torch.float64)
     params = exact_problem.parameters()
     try:
@@ -169,25 +255,22 @@ def true_gradient(
         pass
     else:
         grads = torch.autograd.grad(value, params, allow_unused=True)
-        return _flatten(grads, params, 1)[0], None, "exact", float(value.detach().abs())
-    reference = ESTIMATORS.make(reference_estimator)
-    reason = incompatibility(problem, reference)
-    if reason is not None or not reference.info.unbiased:
-        raise IncompatibleError(
-            f"{problem.spec} has no exact gradient and the reference estimator "
-            f"{reference.spec!r} cannot stand in: {reason or 'it is not unbiased'}"
-        )
+        return TrueGradient(_flatten(grads, params, 1)[0], None, "exact",
+                            float(value.detach().abs()))
+    reference = reference_estimator(exact_problem, reference_estimator_spec)
     generator = torch.Generator(device).manual_seed(derived_seed(seed, "reference"))
     estimates = batched_estimates(
         exact_problem, reference,
         num_samples=reference_num_samples, replicates=reference_replicates, generator=generator,
+        show_progress=show_progress, description="reference gradient",
+        memory_budget=memory_budget,
     ).double()
     stderr = estimates.std(0, correction=1) / math.sqrt(reference_replicates)
     source = (
         f"reference:{reference.spec} (replicates={reference_replicates}, "
         f"num_samples={reference_num_samples})"
     )
-    return estimates.mean(0), stderr, source, 0.0
+    return TrueGradient(estimates.mean(0), stderr, source)
 
 
 def _estimator_config(estimator: Estimator, problem: Problem) -> dict:
@@ -258,6 +341,8 @@ def measure(
     chunk_size: int = 65536,
     show_progress: bool = False,
     reference_replicates: int = 10_000,
+    memory_budget: int | str | None = None,
+    reference: TrueGradient | None = None,
 ) -> dict:
     """Measure one (problem, estimator) cell; return the record (see ``harness.record``).
 
@@ -270,6 +355,11 @@ def measure(
         dtype: ``float32`` or ``float64`` for the estimates (the true gradient is float64).
         timing, memory_profile: measure time and peak memory of one estimate (else ``None``).
         chunk_size: most replicates drawn in one batched pass.
+        memory_budget: bytes (or a size such as ``"4GB"``) that one batched pass may use; by
+            default ``$ESTIBENCH_MEMORY_BUDGET`` or half the memory available
+            (``harness.budget``). A cell whose one estimate would not fit stops before drawing.
+        reference: the true gradient, when already computed (a study computes each problem's
+            reference once and hands it to every cell on that problem).
 
     Example:
         >>> record = measure("bernoulli-toy", "reinforce", replicates=100, timing=False,
@@ -285,15 +375,24 @@ def measure(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
 
-    true, true_stderr, source, objective_scale = true_gradient(
-        problem, device=device, seed=seed, reference_replicates=reference_replicates
-    )
     work = problem.to(device, dtype)
+    # Refuse a cell that cannot fit before anything is drawn (the reference is checked too).
+    budget = budget_module.memory_budget(device, memory_budget)
+    replicates_per_pass(work, estimator, num_samples, budget=budget,
+                        budget_source=budget_module.describe(memory_budget))
+    if reference is None:
+        reference = true_gradient(problem, device=device, seed=seed,
+                                  reference_replicates=reference_replicates,
+                                  show_progress=show_progress, memory_budget=memory_budget)
+    true, true_stderr = reference.gradient.to(device), reference.stderr
+    source, objective_scale = reference.source, reference.objective_scale
+    if true_stderr is not None:
+        true_stderr = true_stderr.to(device)
     generator = torch.Generator(device).manual_seed(seed)
     estimates = batched_estimates(
         work, estimator,
         num_samples=num_samples, replicates=replicates, generator=generator,
-        chunk_size=chunk_size, show_progress=show_progress,
+        chunk_size=chunk_size, show_progress=show_progress, memory_budget=memory_budget,
     )
     bad = int((~torch.isfinite(estimates)).any(1).sum())
     if bad:
@@ -314,7 +413,7 @@ def measure(
         "true_gradient_stderr": None if true_stderr is None else true_stderr.tolist(),
     }
     roundoff = None if dtype == torch.float64 else (  # summarise calls it at round-off scale
-        lambda: _roundoff(problem, estimator, num_samples, seed, device, dtype))
+        lambda: _roundoff(problem, estimator, num_samples, seed, device, dtype, memory_budget))
     record.update(
         summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff,
                   objective_scale=objective_scale)

@@ -175,3 +175,8 @@ class L2X(Task):
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(self.model, self.x, self.target, z)
 
+    def sample_elements(self) -> int:
+        """Per sample: the mask and the masked image, the approximator's hidden layer and
+        outputs (10 classes), each held four times over (values, activations, gradients)."""
+        return 4 * (2 * self.data().train.x.shape[1] + self.hidden + 10)
+

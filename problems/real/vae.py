@@ -151,8 +151,9 @@ class VAE(Task):
         return None
 
     def sample_elements(self) -> int:
-        """Per sample: the decoder's hidden layer and outputs for the fixed minibatch."""
-        return self.batch * (self.hidden + self.data().train.x.shape[1])
+        """Per sample: the decoder's hidden layer and outputs for the fixed minibatch, each held
+        four times over (pre-activation, activation or loss term, and their gradients)."""
+        return 4 * self.batch * (self.hidden + self.data().train.x.shape[1])
 
     def distribution(self) -> Distribution:
         return self.latent_distribution(self.logits)

@@ -25,8 +25,8 @@ def test_names_lists_every_builtin():
 @pytest.mark.parametrize(
     "spec, canonical",
     [
-        ("reinforce", "reinforce:baseline=none"),
-        ("reinforce:baseline=loo", "reinforce:baseline=loo"),
+        ("reinforce", "reinforce:baseline=none,set_probability=auto"),
+        ("reinforce:baseline=loo", "reinforce:baseline=loo,set_probability=auto"),
         (" gumbel-softmax : temperature = 2 ", "gumbel-softmax:temperature=2.0"),
         ("gumbel-softmax:temperature=1e-3", "gumbel-softmax:temperature=0.001"),
         ("straight-through", "straight-through"),

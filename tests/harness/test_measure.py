@@ -15,6 +15,7 @@ from scipy import integrate, stats
 
 from estimators import ESTIMATORS, IncompatibleError, UserError
 from harness import FIELDS, measure
+from estimators.base import SAMPLE_COPIES
 from harness.measure import batched_estimates
 from harness.memory import peak_memory
 from harness.stats import bias_test
@@ -33,7 +34,7 @@ def test_record_has_exactly_the_documented_fields_and_is_json():
     assert len(record["parameters"]) == len(record["mean_gradient"]) == 2
     assert record["time_per_estimate_s"] > 0 and record["peak_memory_bytes"] >= 0
     assert record["problem"] == "bernoulli-toy:dim=2,target=0.45,logit=0.0"
-    assert record["estimator"] == "reinforce:baseline=none"
+    assert record["estimator"] == "reinforce:baseline=none,set_probability=auto"
 
 
 def test_same_seed_same_record_and_other_seed_other_numbers():
@@ -74,9 +75,12 @@ def test_large_objectives_are_drawn_in_smaller_chunks(monkeypatch):
     whole = batched_estimates(problem, one, num_samples=1, replicates=50,
                               generator=torch.Generator().manual_seed(0))
     assert passes == [50]
-    # A problem that says each sample creates 1,000 numbers, under a budget of 8,000: 8 per pass.
+    # A problem that says each sample creates 1,000 numbers, with passes of at most 8 replicates'
+    # bytes: 8 per pass.
     monkeypatch.setattr(problem, "sample_elements", lambda: 1000)
-    monkeypatch.setattr(measure_module, "ELEMENT_BUDGET", 8000)
+    per_replicate = measure_module.replicate_bytes(problem, one, 1)
+    assert per_replicate == (1000 + 6 * SAMPLE_COPIES) * 8  # float64
+    monkeypatch.setattr(measure_module, "PASS_BYTES", 8 * per_replicate + 7)
     passes.clear()
     bounded = batched_estimates(problem, one, num_samples=1, replicates=50,
                                 generator=torch.Generator().manual_seed(0))
@@ -87,9 +91,9 @@ def test_large_objectives_are_drawn_in_smaller_chunks(monkeypatch):
 def test_real_tasks_bound_their_batched_passes():
     pytest.importorskip("sklearn")
     vae = PROBLEMS.make("vae-bernoulli:batch=4,hidden=64")
-    assert vae.sample_elements() == 4 * (64 + 64)  # 8×8 digits
+    assert vae.sample_elements() == 4 * 4 * (64 + 64)  # 8×8 digits, four copies
     topic = PROBLEMS.make("topic-poisson:batch=4")
-    assert topic.sample_elements() == 4 * (64 + 4258)
+    assert topic.sample_elements() == 4 * 4 * (64 + 4258)
 
 
 def _single_estimate_distribution_bernoulli(t: float, p: float, num_samples: int, loo: bool):

@@ -1,0 +1,117 @@
+"""The memory estimate bounds what a batched pass holds, and the budget is enforced.
+
+The harness draws as many replicates per pass as ``replicate_bytes`` says fit in its budget, so
+that estimate must bound the real cost of a replicate. Measured here as the torch profiler sees
+it (``harness.memory``, the peak running sum of tensor allocations): the peak of a pass of R₂
+replicates minus that of R₁ replicates, divided by R₂ − R₁, is what one replicate adds; it must
+not exceed the estimate. This is an exact (deterministic) check: the profiler counts bytes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from estimators import ESTIMATORS
+from harness import measure as measure_function
+from harness.budget import MemoryBudgetError, parse_size
+from harness.compat import incompatibility
+from harness.measure import batched_estimates, replicate_bytes
+from harness.memory import peak_memory
+from problems import PROBLEMS
+from tests.conformance.examples import PROBLEM_EXAMPLES, all_estimator_examples
+
+ESTIMATOR_SPECS = all_estimator_examples() + [
+    "reinforce:baseline=loo,set_probability=ordered",
+    "reinforce:baseline=loo,set_probability=unordered",
+]
+# One example of every registered problem, and the sizes where the 2^k programme, the
+# relaxation's steps and the GenGS support dominate.
+PROBLEM_SPECS = [specs[0] for specs in PROBLEM_EXAMPLES.values()] + [
+    "subset-linear:n=40,k=8", "subset-linear:n=2000,k=100", "poisson-quadratic:dim=20,rate=50",
+    "negbinomial-quadratic:dim=20", "categorical-linear:k=500", "permutation-sort:n=20",
+]
+PAIRS = [
+    (p, e) for p in PROBLEM_SPECS for e in ESTIMATOR_SPECS
+    if incompatibility(PROBLEMS.make(p), ESTIMATORS.make(e)) is None
+    and not (e.endswith("=unordered") and "k=100" in p)  # k > 16: refused (test_reinforce_*)
+]
+
+
+def _pass_peak(problem, estimator, replicates: int) -> int:
+    generator = torch.Generator().manual_seed(0)
+    return peak_memory(lambda: batched_estimates(
+        problem, estimator, num_samples=3, replicates=replicates, generator=generator,
+        chunk_size=replicates, memory_budget=2**40), torch.device("cpu"))[0]
+
+
+@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
+def test_replicate_bytes_bounds_what_one_replicate_adds(problem_spec, estimator_spec):
+    problem = PROBLEMS.make(problem_spec).to("cpu", torch.float32)
+    estimator = ESTIMATORS.make(estimator_spec)
+    small, large = 2, 10
+    added = (_pass_peak(problem, estimator, large) - _pass_peak(problem, estimator, small)) / (
+        large - small)
+    assert added <= replicate_bytes(problem, estimator, 3)
+
+
+def test_torch_path_of_relaxed_topk_is_bounded_too(monkeypatch):
+    monkeypatch.setenv("ESTIBENCH_KERNELS", "off")
+    problem = PROBLEMS.make("subset-linear:n=2000,k=100").to("cpu", torch.float32)
+    for spec in ("relaxed-topk", "st-relaxed-topk"):
+        estimator = ESTIMATORS.make(spec)
+        added = (_pass_peak(problem, estimator, 6) - _pass_peak(problem, estimator, 2)) / 4
+        assert added <= replicate_bytes(problem, estimator, 3)
+
+
+def test_a_cell_over_the_budget_stops_before_allocating_with_one_line():
+    with pytest.raises(MemoryBudgetError) as raised:
+        measure_function("subset-linear:n=100,k=9", "reinforce:set_probability=unordered",
+                         num_samples=16, replicates=10, memory_budget="1MB",
+                         timing=False, memory_profile=False)
+    message = str(raised.value)
+    assert "\n" not in message and "1MB" not in message  # the size is shown in binary units
+    assert "memory budget of 976.6 KiB" in message and "--memory-budget" in message
+
+
+def test_the_budget_bounds_the_replicates_per_pass(monkeypatch):
+    problem = PROBLEMS.make("categorical-linear:k=6")
+    estimator = ESTIMATORS.make("reinforce")
+    passes = []
+    surrogate = estimator.surrogate
+    monkeypatch.setattr(estimator, "surrogate", lambda dist, *a, **kw: (
+        passes.append(dist.batch_shape[0]), surrogate(dist, *a, **kw))[1])
+    per_replicate = replicate_bytes(problem, estimator, 2)
+    batched_estimates(problem, estimator, num_samples=2, replicates=30,
+                      generator=torch.Generator().manual_seed(0),
+                      memory_budget=7 * per_replicate + 1)
+    assert passes == [7, 7, 7, 7, 2]
+
+
+def test_the_budget_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ESTIBENCH_MEMORY_BUDGET", "2KiB")
+    with pytest.raises(MemoryBudgetError, match=r"ESTIBENCH_MEMORY_BUDGET"):
+        measure_function("categorical-linear:k=500", "reinforce", num_samples=4, replicates=2,
+                         timing=False, memory_profile=False)
+
+
+@pytest.mark.parametrize("text, expected", [("4GB", 4 * 10**9), ("512MiB", 2**29), ("1e9", 10**9),
+                                            (2048, 2048), (" 1.5 kib ", 1536)])
+def test_sizes_parse(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1GB", "lots", "0", "nan", "1 parsec", True])
+def test_bad_sizes_are_one_clear_error(text):
+    from estimators.errors import UserError
+
+    with pytest.raises(UserError, match="memory budget must be"):
+        parse_size(text)
+
+
+def test_reinforce_refuses_the_set_probability_beyond_k_16():
+    from estimators.errors import UserError
+
+    with pytest.raises(UserError, match="set_probability=ordered"):
+        measure_function("subset-linear:n=40,k=17", "reinforce:set_probability=unordered",
+                         replicates=2, timing=False, memory_profile=False)
