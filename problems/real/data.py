@@ -277,6 +277,20 @@ def load(name: str) -> Splits:
     return _user_file(Path(name))
 
 
+@functools.lru_cache(maxsize=8)
+def _moved(name: str, device: str) -> Splits:
+    splits = load(name)
+    move = lambda split: Split(split.x.to(device), split.y.to(device))  # noqa: E731
+    return dataclasses.replace(splits, train=move(splits.train), test=move(splits.test))
+
+
+def load_on(name: str, device: torch.device | str | None = None) -> Splits:
+    """:func:`load`, with the tensors on ``device`` (None: the CPU); cached per device."""
+    if device is None or torch.device(device).type == "cpu":
+        return load(name)
+    return _moved(name, str(torch.device(device)))
+
+
 def image_shape(name: str) -> tuple[int, int] | None:
     """The image shape of a data set (``None`` for Reuters), loading only user files."""
     return _SHAPES[name] if name in _SHAPES else load(name).image_shape

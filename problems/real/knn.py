@@ -33,7 +33,7 @@ from estimators.registry import Option, at_least, positive
 from estimators.subset import Subset
 from problems.base import ProblemInfo, register
 from problems.subsets import enumerable_subsets
-from problems.real.task import Task, minibatch, mlp
+from problems.real.task import Task, minibatch, mlp, placement
 
 TRAIN_QUERIES = 32
 
@@ -114,9 +114,9 @@ class KNNSubset(Task):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        train = self.data().train
-        dtype = next(model.parameters()).dtype
-        index = minibatch(TRAIN_QUERIES * (self.n + 1), len(train), generator)
+        device, dtype = placement(model)
+        train = self.data(device).train
+        index = minibatch(TRAIN_QUERIES * (self.n + 1), len(train), generator, device)
         index = index.reshape(TRAIN_QUERIES, self.n + 1)
         x, y = train.x, train.y
         scores = self.scores_of(model, x[index[:, 0]].to(dtype), x[index[:, 1:]].to(dtype))
@@ -127,13 +127,13 @@ class KNNSubset(Task):
         return surrogate.mean()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        splits = self.data()
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
+        splits = self.data(device)
         train = self.embed(model, splits.train.x.to(dtype))
         test = self.embed(model, splits.test.x.to(dtype))
         distances = torch.cdist(test, train)  # [T, N]
         nearest = distances.topk(self.k, largest=False).indices  # [T, k]
-        votes = torch.zeros(len(test), int(splits.num_classes), dtype=dtype)
+        votes = torch.zeros(len(test), int(splits.num_classes), dtype=dtype, device=device)
         votes.scatter_add_(1, splits.train.y[nearest], torch.ones_like(nearest, dtype=dtype))
         accuracy = float((votes.argmax(1) == splits.test.y).to(torch.float64).mean())
         return {"objective": 1 - accuracy,
@@ -146,7 +146,7 @@ class KNNSubset(Task):
         self.check_example()
         splits = self.data()
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
         # Fixed candidates: k training images of the query's label and n − k of other labels,
         # drawn from the seed, so that the loss is not constant (a random draw of 16 candidates
         # often holds no image of the query's label, and then every gradient is zero).
@@ -155,10 +155,11 @@ class KNNSubset(Task):
         same = splits.train.y[order] == splits.test.y[self.example]
         chosen = torch.cat([order[same][: self.k], order[~same][: self.n - self.k]])
         chosen = chosen[torch.randperm(self.n, generator=generator)]
-        query = splits.test.x[self.example].to(dtype)
+        # chosen on the CPU, the same on every device, then moved to the model's
+        query = splits.test.x[self.example].to(device, dtype)
         with torch.no_grad():
-            scores = self.scores_of(model, query, splits.train.x[chosen].to(dtype))
-        self.match = (splits.train.y[chosen] == splits.test.y[self.example]).to(dtype)
+            scores = self.scores_of(model, query, splits.train.x[chosen].to(device, dtype))
+        self.match = (splits.train.y[chosen] == splits.test.y[self.example]).to(device, dtype)
         self.scores = scores.detach().clone().requires_grad_(True)
 
     def distribution(self) -> Distribution:

@@ -31,7 +31,7 @@ from estimators.subset import Subset, topk_khot
 from problems.base import ProblemInfo, register
 from problems.subsets import enumerable_subsets
 from problems.real import data
-from problems.real.task import Task, minibatch, mlp
+from problems.real.task import Task, minibatch, mlp, placement
 
 TRAIN_BATCH = 64
 BLACK_BOX_STEPS = 300
@@ -130,9 +130,9 @@ class L2X(Task):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        train = self.data().train
-        dtype = next(model.parameters()).dtype
-        x = train.x[minibatch(TRAIN_BATCH, len(train), generator)].to(dtype)
+        device, dtype = placement(model)
+        train = self.data(device).train
+        x = train.x[minibatch(TRAIN_BATCH, len(train), generator, device)].to(dtype)
         with torch.no_grad():
             target = model["black_box"](x).argmax(-1)  # [B]
         logits = model["selector"](x)  # [B, F]
@@ -142,8 +142,8 @@ class L2X(Task):
         return surrogate.mean()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        test = self.data().test
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
+        test = self.data(device).test
         x = test.x.to(dtype)
         predicted = model["black_box"](x).argmax(-1)
         chosen = topk_khot(model["selector"](x), self.k)  # [T, F]
@@ -162,8 +162,8 @@ class L2X(Task):
         self.check_example()
         test = self.data().test
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
-        self.x = test.x[self.example].to(dtype)
+        device, dtype = placement(model)
+        self.x = test.x[self.example].to(device, dtype)
         with torch.no_grad():
             self.target = model["black_box"](self.x).argmax(-1)
             logits = model["selector"](self.x)

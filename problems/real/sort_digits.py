@@ -30,7 +30,7 @@ from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
 from estimators.registry import Option, at_least
 from problems.base import ProblemInfo, register
 from problems.real import data
-from problems.real.task import Task, mlp
+from problems.real.task import Task, mlp, placement
 
 TRAIN_SEQUENCES = 32
 TEST_SEQUENCES = 500
@@ -76,10 +76,13 @@ class SortDigits(Task):
 
     def sequences(self, split: data.Split, count: int,
                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``count`` random sequences: images ``[count, n, D·digits]`` and values ``[count, n]``."""
-        index = torch.randint(len(split), (count, self.n, self.digits), generator=generator)
+        """``count`` random sequences: images ``[count, n, D·digits]`` and values ``[count, n]``,
+        on the split's device (where ``generator`` must live)."""
+        device = split.x.device
+        index = torch.randint(len(split), (count, self.n, self.digits), generator=generator,
+                              device=device)
         images = split.x[index].flatten(-2)  # digits side by side, as one feature vector
-        place = 10.0 ** torch.arange(self.digits - 1, -1, -1)
+        place = 10.0 ** torch.arange(self.digits - 1, -1, -1, device=device)
         values = (split.y[index].double() * place).sum(-1) / 10.0**self.digits
         return images, values
 
@@ -91,8 +94,8 @@ class SortDigits(Task):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        dtype = next(model.parameters()).dtype
-        images, values = self.sequences(self.data().train, TRAIN_SEQUENCES, generator)
+        device, dtype = placement(model)
+        images, values = self.sequences(self.data(device).train, TRAIN_SEQUENCES, generator)
         scores = model(images.to(dtype)).squeeze(-1)  # [B, n]
         surrogate = estimator.surrogate(PlackettLuce(scores), lambda z: self.loss(z, values),
                                         num_samples=num_samples, generator=generator)
@@ -103,8 +106,9 @@ class SortDigits(Task):
         return self.sequences(self.data().test, TEST_SEQUENCES, generator)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        dtype = next(model.parameters()).dtype
-        images, values = self.test_sequences()
+        device, dtype = placement(model)
+        images, values = self.test_sequences()  # the same sequences on every device
+        images, values = images.to(device), values.to(device)
         order = model(images.to(dtype)).squeeze(-1).argsort(-1, descending=True)
         ranked = values.gather(-1, order)
         correct = ranked == values.sort(-1, descending=True).values  # ties count as correct
@@ -117,11 +121,11 @@ class SortDigits(Task):
 
     def bind(self, model: nn.Module) -> None:
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
         images, values = self.test_sequences()
         with torch.no_grad():
-            scores = model(images[self.example].to(dtype)).squeeze(-1)
-        self.values = values[self.example].to(dtype)
+            scores = model(images[self.example].to(device, dtype)).squeeze(-1)
+        self.values = values[self.example].to(device, dtype)
         self.scores = scores.detach().clone().requires_grad_(True)
 
     def distribution(self) -> Distribution:
@@ -175,8 +179,8 @@ class QuantileRegression(SortDigits):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        dtype = next(model.parameters()).dtype
-        images, values = self.sequences(self.data().train, TRAIN_SEQUENCES, generator)
+        device, dtype = placement(model)
+        images, values = self.sequences(self.data(device).train, TRAIN_SEQUENCES, generator)
         images = images.to(dtype)
         scores = model["scorer"](images).squeeze(-1)  # [B, n]
         predicted = model["regressor"](images).squeeze(-1)  # [B, n]
@@ -186,9 +190,9 @@ class QuantileRegression(SortDigits):
         return surrogate.mean()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        dtype = next(model.parameters()).dtype
-        images, values = self.test_sequences()
-        images = images.to(dtype)
+        device, dtype = placement(model)
+        images, values = self.test_sequences()  # the same sequences on every device
+        images, values = images.to(device, dtype), values.to(device)
         order = model["scorer"](images).squeeze(-1).argsort(-1, descending=True)
         middle = order[:, self.n // 2 : self.n // 2 + 1]  # [T, 1]
         predicted = model["regressor"](images).squeeze(-1).gather(-1, middle).squeeze(-1)
@@ -201,12 +205,12 @@ class QuantileRegression(SortDigits):
 
     def bind(self, model: nn.Module) -> None:
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
         images, values = self.test_sequences()
         with torch.no_grad():
-            scores = model["scorer"](images[self.example].to(dtype)).squeeze(-1)
-            self.predicted = model["regressor"](images[self.example].to(dtype)).squeeze(-1)
-        self.values = values[self.example].to(dtype)
+            scores = model["scorer"](images[self.example].to(device, dtype)).squeeze(-1)
+            self.predicted = model["regressor"](images[self.example].to(device, dtype)).squeeze(-1)
+        self.values = values[self.example].to(device, dtype)
         self.scores = scores.detach().clone().requires_grad_(True)
 
     def objective(self, z: Tensor) -> Tensor:

@@ -114,9 +114,18 @@ def mlp(sizes: list[int], generator: torch.Generator) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def minibatch(size: int, n: int, generator: torch.Generator) -> Tensor:
-    """``size`` indices drawn uniformly without replacement from ``range(n)``."""
-    return torch.randperm(n, generator=generator)[:size]
+def minibatch(size: int, n: int, generator: torch.Generator,
+              device: torch.device | None = None) -> Tensor:
+    """``size`` indices drawn uniformly without replacement from ``range(n)``, on ``device``
+    (where ``generator`` must live)."""
+    return torch.randperm(n, generator=generator, device=device)[:size]
+
+
+def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of a model's weights: every tensor a task makes for the model
+    follows them (data, indices, masks), so a task moved with ``to`` runs where it is."""
+    weight = next(model.parameters())
+    return weight.device, weight.dtype
 
 
 class TrainingSession:
@@ -228,8 +237,9 @@ class Task(Problem):
         self.ensure()
         return self.model
 
-    def data(self) -> data.Splits:
-        return data.load(self.dataset)
+    def data(self, device: torch.device | None = None) -> data.Splits:
+        """The data set's splits, on ``device`` (None: the CPU)."""
+        return data.load_on(self.dataset, device)
 
     def parameters(self) -> list[Tensor]:
         self.ensure()

@@ -38,7 +38,7 @@ from estimators.subset import Subset
 from problems.base import ProblemInfo, register
 from problems.subsets import enumerable_subsets
 from problems.real import data
-from problems.real.task import Task, mlp
+from problems.real.task import Task, mlp, placement
 
 TRAIN_QUERIES = 32
 
@@ -60,9 +60,12 @@ def input_ranks(x: Tensor) -> Tensor:
 
 
 @functools.lru_cache(maxsize=2)
-def training_order(dataset: str) -> Tensor:
+def training_order(dataset: str, device: str = "cpu") -> Tensor:
     """``[N, N − 1]``: every training image's other training images, nearest first, computed
-    once per data set (it is fixed); stored in the smallest integer type that holds N."""
+    once per data set (it is fixed) on the CPU and kept on ``device``; stored in the smallest
+    integer type that holds N."""
+    if torch.device(device).type != "cpu":
+        return training_order(dataset).to(device)
     x = data.load(dataset).train.x.double()
     kind = torch.int16 if len(x) <= torch.iinfo(torch.int16).max else torch.int32
     return input_order(x)[:, 1:].to(kind)
@@ -170,7 +173,8 @@ class TSNESubset(Task):
     def candidates(self, order: Tensor, generator: torch.Generator) -> Tensor:
         """``[Q, n]``: from each query's pool indices nearest first (``order`` ``[Q, M]``, the
         query left out), its k nearest, then n − k drawn uniformly from the other M − k."""
-        others = torch.rand(len(order), order.shape[1] - self.k, generator=generator)
+        others = torch.rand(len(order), order.shape[1] - self.k, generator=generator,
+                            device=order.device)
         others = others.argsort(dim=1)[:, : self.n - self.k] + self.k
         return torch.cat([order[:, : self.k], order.gather(1, others)], dim=1)
 
@@ -185,12 +189,12 @@ class TSNESubset(Task):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        x = self.data().train.x
-        dtype = next(model.parameters()).dtype
-        queries = torch.randint(len(x), (TRAIN_QUERIES,), generator=generator)
-        order = training_order(self.dataset)[queries].long()
+        device, dtype = placement(model)
+        x = self.data(device).train.x
+        queries = torch.randint(len(x), (TRAIN_QUERIES,), generator=generator, device=device)
+        order = training_order(self.dataset, str(device))[queries].long()
         index = self.candidates(order, generator)  # [Q, n]; the first k match
-        shuffle = torch.rand(index.shape, generator=generator).argsort(dim=1)
+        shuffle = torch.rand(index.shape, generator=generator, device=device).argsort(dim=1)
         index = index.gather(1, shuffle)
         match = (shuffle < self.k).to(dtype)
         scores = self.scores_of(model, x[queries].to(dtype), x[index].to(dtype))
@@ -199,11 +203,10 @@ class TSNESubset(Task):
         return surrogate.mean()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        test = self.data().test.x
-        dtype = next(model.parameters()).dtype
-        embedded = model(test.to(dtype))
-        ranks, near = test_structure(self.dataset, self.neighbours)  # fixed: cached
-        near_embedded = nearest_neighbours(embedded, self.neighbours)
+        device, dtype = placement(model)
+        embedded = model(self.data(device).test.x.to(dtype))
+        ranks, near = test_structure(self.dataset, self.neighbours)  # fixed: cached, CPU
+        near_embedded = nearest_neighbours(embedded, self.neighbours).cpu()
         trust = _trustworthiness(ranks, near_embedded)
         return {"objective": 1 - trust,
                 "objective_source": f"1 − trustworthiness T({self.neighbours}) of the test "
@@ -217,14 +220,15 @@ class TSNESubset(Task):
         self.check_example()
         splits = self.data()
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
-        generator = torch.Generator().manual_seed(self.seed)
+        device, dtype = placement(model)
+        generator = torch.Generator().manual_seed(self.seed)  # fixed inputs: chosen on the CPU
         query = splits.test.x[self.example]
         chosen = self.candidates(pool_order(splits.train.x, query[None]), generator)[0]
         shuffle = torch.randperm(self.n, generator=generator)
         with torch.no_grad():
-            scores = self.scores_of(model, query.to(dtype), splits.train.x[chosen[shuffle]].to(dtype))
-        self.match = (shuffle < self.k).to(dtype)
+            scores = self.scores_of(model, query.to(device, dtype),
+                                    splits.train.x[chosen[shuffle]].to(device, dtype))
+        self.match = (shuffle < self.k).to(device, dtype)
         self.scores = scores.detach().clone().requires_grad_(True)
 
     def distribution(self) -> Subset:

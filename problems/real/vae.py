@@ -42,7 +42,7 @@ from estimators.families import draw
 from estimators.registry import Option, at_least, positive
 from problems.base import ProblemInfo, register
 from problems.real import data
-from problems.real.task import Task, minibatch, mlp
+from problems.real.task import Task, minibatch, mlp, placement
 
 TRAIN_BATCH = 64
 MAX_EXACT_SUPPORT = 4096
@@ -141,8 +141,8 @@ class VAE(Task):
     def bind(self, model: nn.Module) -> None:
         images = self.inputs(self.data().test.x[: self.batch])
         self.freeze(model)
-        dtype = next(model.parameters()).dtype
-        self.x = images.to(dtype)
+        device, dtype = placement(model)
+        self.x = images.to(device, dtype)
         with torch.no_grad():
             logits = self.encode(model, self.x)
         self.logits = logits.detach().clone().requires_grad_(True)
@@ -181,9 +181,9 @@ class VAE(Task):
 
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
-        train = self.data().train
-        index = minibatch(TRAIN_BATCH, len(train), generator)
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
+        train = self.data(device).train
+        index = minibatch(TRAIN_BATCH, len(train), generator, device)
         x = self.inputs(train.x[index]).to(dtype)
         logits = self.encode(model, x)
         surrogate = estimator.surrogate(
@@ -194,14 +194,14 @@ class VAE(Task):
     def negative_elbos(self, model: nn.Module, items: Tensor) -> tuple[Tensor, str]:
         """−ELBO of each item ``[N]`` (nats) and how it was computed: exact by enumeration,
         else Monte Carlo (64 samples of q)."""
-        dtype = next(model.parameters()).dtype
-        x = self.inputs(items).to(dtype)
+        device, dtype = placement(model)
+        x = self.inputs(items.to(device)).to(dtype)
         logits = self.encode(model, x)
         support = self.support()
         if support is not None:
             recon = self.expected_reconstruction(model, x, logits, support.to(logits))
             return recon + self.kl(logits), "exact"
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator(device).manual_seed(0)
         z = draw(self.latent_distribution(logits), MONTE_CARLO_SAMPLES, generator)
         recon = self.reconstruction(model, x, z).mean(0)
         return recon + self.kl(logits), f"monte-carlo ({MONTE_CARLO_SAMPLES})"
