@@ -10,6 +10,7 @@ import torch
 from estimators.exact import enumerate_joint
 from problems import PROBLEMS
 from tests.conformance.examples import all_problem_examples
+from tests.finite_differences import assert_within, central_difference, problem_scale
 
 EXAMPLES = all_problem_examples()
 
@@ -21,41 +22,14 @@ def test_exact_gradient_matches_central_finite_differences(spec):
         pytest.skip("no exact expectation: the harness uses its unbiased reference gradient")
     (theta,) = problem.parameters()
     (grad,) = torch.autograd.grad(problem.expected_objective(), theta)
-
-    def at(i: int, step: float) -> float:
-        shifted = theta.detach().clone()
-        shifted.view(-1)[i] += step
-        return float(problem.with_parameters([shifted]).expected_objective())
-
-    h, wide = 1e-6, 1e-2
-    numeric, third = torch.empty_like(theta), torch.empty_like(theta)
-    with torch.no_grad():
-        for i in range(theta.numel()):
-            numeric.view(-1)[i] = (at(i, h) - at(i, -h)) / (2 * h)
-            # The third derivative, by a third central difference at a step this wide.
-            third.view(-1)[i] = (at(i, 2 * wide) - 2 * at(i, wide) + 2 * at(i, -wide)
-                                 - at(i, -2 * wide)) / (2 * wide**3)
-        # The magnitude of the values summed: E f = Σ_z p(z) f(z), each term's p(z) =
-        # exp(log p(z)) with a relative error of ε·|log p(z)|, so S = E_p[|f(z)| (1 + |log p(z)|)]
-        # (4096 fixed draws give its scale; no more precision is needed).
-        dist = problem.distribution()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            z = dist.sample((4096,))
-        scale = max(float((problem.objective(z).abs() * (1 + dist.log_prob(z).abs())).mean()),
-                    float(problem.expected_objective().abs()))
-    # Error of a central difference in float64 on any vector path (AVX-512, AVX2 and the
-    # default path sum in different orders). Each evaluation of E f is within c·ε·S of the
-    # exact value, c = 16 ≥ ⌈log2 N⌉ + 4 (a cascade sum of the N ≤ 4096 terms enumerated
-    # here, plus a few roundings per term), so the quotient is off by at most c·ε·S/h
-    # (round-off: 1.1e-6 for the VAEs, S ≈ 300 with a negative ELBO ≈ 62; 4e-9 at S ≈ 1) plus
-    # h²/6·|f'''| (truncation, with f''' estimated above and doubled for that estimate's own
-    # error; below 1e-10 for every example). The autograd gradient's round-off, about
-    # c·ε·S·|∂ log p|, is smaller by a factor h. Measured: at most 1.1·ε·S/h on either path.
-    eps = torch.finfo(torch.float64).eps
-    bound = 16 * eps * scale / h + 2 * h**2 / 6 * third.abs()
-    error = (grad - numeric).abs()
-    assert (error <= bound).all(), f"error {error.max().item():.3g}, bound {bound.min().item():.3g}"
+    # Bound: c·ε·S/h round-off plus h²/6·|f'''| truncation (tests/finite_differences.py), with
+    # S = E_p[|f|(1 + |log p|)] the magnitude of the terms of E f: ≈ 300 for the VAEs (whose
+    # E f ≈ 62), so 1.2e-6 where a fixed 1e-9 assumed S ≈ 1e-4 and failed on AVX-512; ≈ 4e-9
+    # at S ≈ 1. Measured: at most 1.1·ε·S/h, on the AVX-512 and the default path alike.
+    numeric, bound = central_difference(
+        lambda x: float(problem.with_parameters([x]).expected_objective()), theta,
+        problem_scale(problem))
+    assert_within(grad, numeric, bound)
 
 
 @pytest.mark.parametrize("spec", EXAMPLES)
