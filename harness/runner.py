@@ -194,8 +194,16 @@ def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator
         try:
             ray.init(**options)
         except Exception as error:  # noqa: BLE001 - connection problems are the user's
+            hint = ""
+            if ray_address and os.environ.get("RAY_AUTH_MODE") != "token":
+                # A cluster started with RAY_AUTH_MODE=token refuses drivers without the
+                # token; Ray then logs InvalidAuthToken warnings and reports only that it
+                # could not connect.
+                hint = ("; if the cluster was started with RAY_AUTH_MODE=token, export "
+                        "RAY_AUTH_MODE=token here too (the token: ~/.ray/auth_token or "
+                        "RAY_AUTH_TOKEN)")
             raise UserError(f"cannot start or reach Ray ({ray_address or 'local'}): "
-                            f"{str(error).splitlines()[0]}") from None
+                            f"{str(error).splitlines()[0]}{hint}") from None
     try:
         remote = ray.remote(run_cell)
         pending = {}
