@@ -14,6 +14,7 @@ from scipy import stats
 from torch.distributions import NegativeBinomial
 
 from estimators import draw, noise
+from estimators.errors import SpecError
 from estimators.counts import _sample_by_inversion, generic_cap, support_log_probs
 from problems import PROBLEMS
 
@@ -112,3 +113,41 @@ def test_inversion_sampler_finds_the_first_cdf_value_at_or_above_u():
     counted = (cdf.unsqueeze(0) < u.unsqueeze(-1)).sum(-1).clamp(max=len(values) - 1)
     assert z.shape == (1000, 3)
     torch.testing.assert_close(z, values[counted], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        # torch.poisson returns -2^63 from a rate of 2^63 on (and its variance is off from 1e16)
+        ("poisson-quadratic:rate=1e30", "choose rate <= 1.6e7"),
+        ("poisson-quadratic:rate=1.7e7", "past 2^24"),
+        ("poisson-quadratic:rate=1e-300", "float32's normal range"),  # exp θ flushes to 0
+        # the inversion sampler's support 0..μ + 40σ overflowed int (logit=40) or was inf (80)
+        ("negbinomial-quadratic:logit=40", "lower logit or total_count"),
+        ("negbinomial-quadratic:logit=80", "lower logit or total_count"),
+        ("negbinomial-quadratic:total_count=1e300", "float32's normal range"),
+        ("negbinomial-quadratic:logit=-1e300", "finite in float32"),
+        ("binomial-quadratic:total_count=16777217", "between 1 and 2^24"),
+        ("binomial-quadratic:logit=1e39", "finite in float32"),
+        # mean e^{-θ}: Geometric's log_prob saw inf samples at logit=-800
+        ("geometric-quadratic:logit=-800", "choose logit >= -12.9"),
+        ("geometric-quadratic:logit=-13", "choose logit >= -12.9"),
+    ],
+)
+def test_counts_float32_cannot_hold_are_refused_with_the_allowed_range(spec, message):
+    with pytest.raises(SpecError) as error:
+        PROBLEMS.make(spec)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["poisson-quadratic:rate=1.6e7", "poisson-quadratic:rate=1.2e-38",
+     "geometric-quadratic:logit=-12.9", "binomial-quadratic:total_count=16777216",
+     "negbinomial-quadratic:total_count=1e6,logit=1", "geometric-quadratic:logit=3e38"],
+)
+def test_counts_up_to_the_limit_sample_as_integers(spec):
+    """At the edge of the allowed range torch samples valid counts (no −2^63, no inf)."""
+    problem = PROBLEMS.make(spec).to(dtype=torch.float32)
+    z = draw(problem.distribution(), 4, torch.Generator().manual_seed(0))  # [4, dim]
+    assert torch.isfinite(z).all() and (z >= 0).all() and (z == z.round()).all()
