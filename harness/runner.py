@@ -107,9 +107,10 @@ def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iter
     A worker that dies (killed for lack of memory, a crash in native code) breaks its pool, and
     every cell not finished is lost with it. Workers take cells in order, so the cell that
     killed it is one of the first ``workers`` lost (no more were running): these suspects run
-    again one at a time in a one-worker pool, where a death names its cell, which is stored as
-    failed (a suspect that finishes alone is stored as usual). The rest of the study then goes
-    back to a pool of ``workers``.
+    again one at a time in a one-worker pool, in order, until one kills its lone worker; that
+    one is stored as failed (a suspect that finishes alone is stored as usual). Then the rest,
+    other suspects included, goes back to a pool of ``workers``, which a second killer breaks
+    again the same way. With one worker, the first cell lost is the one that was running.
     """
     import multiprocessing
 
@@ -119,15 +120,17 @@ def _process(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iter
         pending = list(jobs)
         while pending:
             lost = yield from _pool(pending, workers, context, lifeline, driver_end)
-            suspects, pending = lost[:workers], lost[workers:]
-            while suspects:
-                started = time.time()
-                lost = yield from _pool(suspects, 1, context, lifeline, driver_end)
-                if lost:  # the first cell in order that did not finish killed the lone worker
-                    yield lost[0], _failed("the process running this cell died (killed, e.g. "
+            if not lost:
+                return
+            suspects, rest = lost[:workers], lost[workers:]
+            started = time.time()
+            if workers > 1:
+                suspects = yield from _pool(suspects, 1, context, lifeline, driver_end)
+            if suspects:  # the first in order that did not finish alone killed the worker
+                yield suspects[0], _failed("the process running this cell died (killed, e.g. "
                                            "for lack of memory, or crashed in native code)",
                                            "", started)
-                suspects = lost[1:]
+            pending = suspects[1:] + rest
     finally:
         driver_end.close()
         lifeline.close()
