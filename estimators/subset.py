@@ -147,13 +147,28 @@ class Subset(Distribution):
         Σ_j [logits_{σ_j} − log Σ_{i ∉ {σ_1..σ_{j−1}}} exp(logits_i)]. The items still
         available before draw j are those never drawn (U, the complement of σ) and σ_j..σ_m, so
         the normaliser is logaddexp(logsumexp_U, reverse cumulative logsumexp of the chosen
-        logits from j on): O(n + m) time and memory per draw, no probability formed by
-        subtraction (stable at any logits), for any m <= n.
+        logits from j on): O(n + m) time and memory per draw, for any m <= n.
+
+        logsumexp_U = log Z + log(1 − q), with Z summed once per batch element (not per draw)
+        and q the drawn items' share of it, wherever the never-drawn items keep at least 1/8
+        of the mass: log1p(−q) for q <= 7/8 has condition number q / ((1 − q)|log(1 − q)|)
+        <= 3.4, so the subtraction loses at most 2 bits. Elsewhere it is summed over U itself:
+        no probability is formed by a subtraction that cancels (stable at any logits).
         """
         logits = self.logits.expand(order.shape[:-1] + (self.n,))
         chosen = logits.gather(-1, order)  # [*, m]
-        drawn = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, True)
-        never = _masked_logsumexp(logits, ~drawn)  # [*]: -inf when every item is drawn
+        total = torch.logsumexp(self.logits, -1).expand(order.shape[:-1])  # log Z, [*]
+        share = torch.logsumexp(chosen, -1) - total  # log q, [*]
+        cancels = share > math.log(7 / 8)
+        # Cancelling rows take a harmless stand-in, so that neither value nor gradient is inf.
+        safe = torch.where(cancels, torch.full_like(share, -1.0), share)
+        never = total + torch.log(-torch.expm1(safe))  # [*]
+        if bool(cancels.any()):
+            rows = cancels.nonzero(as_tuple=True)
+            drawn = torch.zeros_like(logits[rows], dtype=torch.bool).scatter_(
+                -1, order[rows], True)
+            never = never.index_put(rows, _masked_logsumexp(logits[rows], ~drawn))  # -inf if
+            # every item is drawn
         # log Σ_{i >= j} exp(chosen_i): a reverse cumulative log-sum-exp, [*, m].
         later = reverse_logcumsumexp(chosen)
         available = torch.logaddexp(later, never.unsqueeze(-1))

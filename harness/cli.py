@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import os
 from pathlib import Path
 
 from estimators import ESTIMATORS
@@ -125,6 +126,8 @@ def command_measure(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(record))
+        memory_budget=args.memory_budget,
+        reference_replicates=args.reference_replicates,
     else:
         render_record(record)
     return 0
@@ -149,8 +152,13 @@ def _run_study(study, out: str, args: argparse.Namespace, resume: bool) -> int:
     from harness.runner import run_study
 
     summary = run_study(
+    from harness import budget
         study, out, executor=args.executor, workers=args.workers, resume=resume,
         allow_changed=args.allow_changed, retry_failed=args.retry_failed,
+    if args.memory_budget is not None:  # workers (spawned, Ray) inherit the environment
+        budget.parse_size(args.memory_budget)
+        os.environ[budget.ENV] = str(args.memory_budget)
+
         ray_address=args.ray_address,
     )
     print(summary.line(study.name, Path(out)))
@@ -242,9 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
         "report bias, variance, MSE, cosine, SNR, time and peak memory of one estimate.",
     )
     m.add_argument("problem", metavar="PROBLEM_SPEC", help="e.g. bernoulli-toy:dim=3")
+def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                        help="memory one batched pass may use, e.g. 4GB or 512MiB (default: "
+                        "$ESTIBENCH_MEMORY_BUDGET, else half the memory available); a cell "
+                        "whose one estimate would not fit stops before drawing")
+
+
     m.add_argument("estimator", metavar="ESTIMATOR_SPEC", help="e.g. reinforce:baseline=loo")
     m.add_argument("--num-samples", type=int, default=1, metavar="N",
                    help="samples averaged in one estimate (default 1)")
+    _memory_budget_option(parser)
     m.add_argument("--replicates", type=int, default=1000, metavar="R",
                    help="independent estimates (default 1000)")
     m.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
@@ -296,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--format", default="csv", choices=["csv", "parquet"])
     exporter.add_argument("--out", default=None, metavar="DIR",
                           help="where to write (default: the store directory)")
+    _memory_budget_option(m)
+    m.add_argument("--reference-replicates", type=int, default=10_000, metavar="R",
+                   help="estimates averaged into the reference gradient of a problem without "
+                   "an exact one (default 10000; its standard error is in the record)")
     exporter.set_defaults(func=command_export)
     return parser
 

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -89,6 +89,7 @@ def _flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor], leading: 
 
 
 PASS_BYTES = 2**28  # most bytes one batched pass creates (256 MiB): larger passes are no faster
+STATISTICS_COPIES = 4  # float64 copies of the [R, D] estimates that summarise holds at once
 
 
 def replicate_bytes(problem: Problem, estimator: Estimator, num_samples: int) -> int:
@@ -115,7 +116,7 @@ def replicates_per_pass(
             f"{estimator.spec} on {problem.spec} with num_samples={num_samples} needs about "
             f"{size(per_replicate)} for one estimate, more than the memory budget of "
             f"{size(budget)} ({budget_source}); raise it with --memory-budget (or "
-            f"${budget_env}, or memory_budget in a study file), or lower num_samples"
+            f"${budget_env}), or lower num_samples"
         )
     return max(1, min(most, min(budget, PASS_BYTES) // max(per_replicate, 1)))
 
@@ -139,13 +140,32 @@ def batched_estimates(
     estimate of ``replicate_bytes``. A cell whose one replicate does not fit raises
     ``MemoryBudgetError`` before anything is drawn.
     """
+    return torch.cat(list(estimate_chunks(
+        problem, estimator, num_samples=num_samples, replicates=replicates,
+        generator=generator, chunk_size=chunk_size, show_progress=show_progress,
+        description=description, memory_budget=memory_budget)))
+
+
+def estimate_chunks(
+    problem: Problem,
+    estimator: Estimator,
+    *,
+    num_samples: int,
+    replicates: int,
+    generator: torch.Generator,
+    chunk_size: int = 65536,
+    show_progress: bool = False,
+    description: str = "replicates",
+    memory_budget: int | None = None,
+) -> Iterator[Tensor]:
+    """The passes of ``batched_estimates``, one ``[n, D]`` block of estimates at a time (for
+    statistics that need not hold all R rows, such as a reference gradient's mean)."""
     device = problem.parameters()[0].device
     source = budget_module.describe(memory_budget)
     budget = budget_module.memory_budget(device, memory_budget)
     chunk_size = replicates_per_pass(problem, estimator, num_samples, budget=budget,
                                      budget_source=source, most=chunk_size)
     params = problem.parameters()
-    chunks = []
     bounds = range(0, replicates, chunk_size)
     for start in progress(bounds, description=description, enabled=show_progress):
         n = min(chunk_size, replicates - start)
@@ -163,8 +183,29 @@ def batched_estimates(
                 f"{n} replicates; expected ({n},)"
             )
         grads = torch.autograd.grad(surrogate.sum(), theta, allow_unused=True)
-        chunks.append(_flatten(grads, theta, n).detach())
-    return torch.cat(chunks)
+        yield _flatten(grads, theta, n).detach()
+
+
+def mean_and_stderr(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor, int]:
+    """(mean [D], standard error of the mean [D], R) of the rows of ``chunks``, in float64,
+    one block at a time (Chan et al. 1979's pairwise update of mean and sum of squares), so R
+    rows of D numbers never have to be held at once."""
+    count, mean, squares = 0, None, None
+    for block in chunks:
+        block = block.double()
+        n = block.shape[0]
+        block_mean = block.mean(0)
+        block_squares = ((block - block_mean) ** 2).sum(0)
+        if mean is None:
+            count, mean, squares = n, block_mean, block_squares
+            continue
+        delta = block_mean - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        squares = squares + block_squares + delta**2 * (count * n / total)
+        count = total
+    stderr = (squares / (count - 1)).sqrt() / math.sqrt(count)
+    return mean, stderr, count
 
 
 def _roundoff(
@@ -259,18 +300,17 @@ def true_gradient(
                             float(value.detach().abs()))
     reference = reference_estimator(exact_problem, reference_estimator_spec)
     generator = torch.Generator(device).manual_seed(derived_seed(seed, "reference"))
-    estimates = batched_estimates(
+    mean, stderr, _ = mean_and_stderr(estimate_chunks(
         exact_problem, reference,
         num_samples=reference_num_samples, replicates=reference_replicates, generator=generator,
         show_progress=show_progress, description="reference gradient",
         memory_budget=memory_budget,
-    ).double()
-    stderr = estimates.std(0, correction=1) / math.sqrt(reference_replicates)
+    ))
     source = (
         f"reference:{reference.spec} (replicates={reference_replicates}, "
         f"num_samples={reference_num_samples})"
     )
-    return TrueGradient(estimates.mean(0), stderr, source)
+    return TrueGradient(mean, stderr, source)
 
 
 def _estimator_config(estimator: Estimator, problem: Problem) -> dict:
@@ -370,6 +410,7 @@ def measure(
     problem, estimator = compatible_pair(problem, estimator)
     _check_count("num_samples", num_samples, 1)
     _check_count("replicates", replicates, 2)
+    _check_count("reference_replicates", reference_replicates, 2)
     _check_count("seed", seed, 0)
     _check_count("chunk_size", chunk_size, 1)
     device = resolve_device(device)
@@ -380,6 +421,15 @@ def measure(
     budget = budget_module.memory_budget(device, memory_budget)
     replicates_per_pass(work, estimator, num_samples, budget=budget,
                         budget_source=budget_module.describe(memory_budget))
+    dims = sum(p.numel() for p in work.parameters())
+    statistics_bytes = replicates * dims * 8 * STATISTICS_COPIES
+    if statistics_bytes > budget:
+        raise MemoryBudgetError(
+            f"{replicates} estimates of {dims} coordinates need about {size(statistics_bytes)} "
+            f"for their statistics, more than the memory budget of {size(budget)} "
+            f"({budget_module.describe(memory_budget)}); lower --replicates, or raise the "
+            f"budget with --memory-budget (or ${budget_env})"
+        )
     if reference is None:
         reference = true_gradient(problem, device=device, seed=seed,
                                   reference_replicates=reference_replicates,

@@ -43,6 +43,7 @@ class CellJob:
     threads: int
     timing: bool
     memory: bool
+    reference: dict | None = None  # the study's reference gradient (TrueGradient JSON)
 
 
 def _failed(error: str, trace: str, started: float) -> dict:
@@ -60,13 +61,14 @@ def run_cell(job: CellJob) -> dict:
     torch.set_num_threads(job.threads)
     try:
         if cell.kind == "measure":
-            from harness.measure import measure
+            from harness.measure import TrueGradient, measure
 
             record = measure(
                 cell.problem, cell.estimator, num_samples=cell.num_samples,
                 replicates=cell.setting("replicates"), seed=cell.cell_seed,
                 device=cell.setting("device"), dtype=cell.setting("dtype"),
                 timing=job.timing, memory_profile=job.memory,
+                reference=None if job.reference is None else TrueGradient.from_json(job.reference),
             )
         else:
             from harness.training import train
@@ -189,6 +191,9 @@ def _ray(jobs: list[CellJob], workers: int, ray_address: str | None) -> Iterator
         if ray_address:
             options["address"] = ray_address
         else:
+            # A new local instance, never one that `ray start` left registered on this machine
+            # (/tmp/ray/ray_current_cluster), which ray.init() would otherwise join.
+            options["address"] = "local"
             options["num_cpus"] = workers
             # Workers import estibench from the same source tree as the driver.
             source = str(Path(__file__).resolve().parent.parent)
@@ -333,7 +338,13 @@ def run_study(
                 "another --out directory"
             )
         store.write_skipped(skipped)
-        jobs = [CellJob(cell, study.threads, study.timing, study.memory) for cell in todo]
+        from harness.references import reference_key, study_references
+
+        references = study_references(study, todo, store, show_progress=show_progress)
+        jobs = [CellJob(cell, study.threads, study.timing, study.memory,
+                        references.get(reference_key(cell.problem, cell.setting("device")))
+                        if cell.kind == "measure" else None)
+                for cell in todo]
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         bar = _bar(show_progress)
         task = None

@@ -8,6 +8,8 @@ Tables:
   (``ok`` or ``failed``), the record (JSON) or the error (one line) and its traceback, and when
   it ran.
 - ``skipped``: the (problem, estimator) pairs a grid lists that cannot run, with the reason.
+- ``reference_gradients``: the reference gradient of each (problem, device) whose problem has
+  no exact gradient (``harness.references``), shared by every cell on it.
 
 Only the driver process writes. Every cell is written in its own transaction, in WAL mode with
 ``synchronous=FULL``, so killing the process at any moment loses no finished cell and leaves a
@@ -63,6 +65,13 @@ CREATE TABLE IF NOT EXISTS skipped (
     PRIMARY KEY (kind, problem, estimator, reason)
 );
 """
+CREATE TABLE IF NOT EXISTS reference_gradients (
+    key TEXT PRIMARY KEY,
+    problem TEXT NOT NULL,
+    device TEXT NOT NULL,
+    gradient TEXT NOT NULL,
+    created REAL NOT NULL
+);
 
 
 class StoreError(UserError):
@@ -112,6 +121,20 @@ class Store:
         return dict(zip(("name", "fingerprint", "source", "schema_version"), row))
 
     def bind(self, name: str, fingerprint: str, source: str, *, allow_changed: bool) -> None:
+    # -- reference gradients ------------------------------------------------------------
+
+    def reference(self, key: str) -> dict | None:
+        """A stored reference gradient (``TrueGradient.to_json()``), or None."""
+        row = self.connection.execute(
+            "SELECT gradient FROM reference_gradients WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def write_reference(self, key: str, problem: str, device: str, gradient: dict) -> None:
+        with self.transaction():
+            self.connection.execute(
+                "INSERT OR REPLACE INTO reference_gradients VALUES (?, ?, ?, ?, ?)",
+                (key, problem, device, json.dumps(gradient, allow_nan=False), time.time()))
+
         """Tie the store to a study; refuse another study, or a changed one unless allowed."""
         existing = self.study_row()
         now = time.time()

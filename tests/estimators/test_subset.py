@@ -170,3 +170,27 @@ def test_log_prob_ordered_matches_the_draw_by_draw_definition(n, k, scale, dtype
     eps = torch.finfo(dtype).eps
     bound = k * (math.log(n) + 4) * eps * (float(logits.abs().max()) + math.log(n))
     torch.testing.assert_close(got.double(), want, rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_ordered_where_the_drawn_items_hold_almost_all_the_mass(dtype):
+    """Rows whose drawn items hold more than 7/8 of the mass take the exact path over the
+    never-drawn items (the subtraction would cancel); values and gradients stay finite and
+    equal to the definition's, also when every item is drawn."""
+    logits = torch.tensor([[40.0, 38.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]],
+                          dtype=dtype, requires_grad=True)
+    order = torch.tensor([[[0, 1], [3, 4]], [[1, 0], [2, 0]]])  # [S=2, batch=2, m=2]
+    got = Subset(logits, 2).log_prob_ordered(order)
+    want = masked_loop_log_prob_ordered(logits.double().expand(2, 2, 5), order)
+    eps = torch.finfo(dtype).eps
+    # k = 2 terms, each a logsumexp over 5 items of magnitude <= 41: a few ε·41 apiece.
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2 * 8 * eps * 41)
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    (want_grad,) = torch.autograd.grad(want.sum(), logits)
+    assert torch.isfinite(grad).all()
+    # Gradients are softmax weights (in [0, 1]) summed over 2 draws x 2 samples: 4 · 8ε.
+    torch.testing.assert_close(grad.double(), want_grad.double(), rtol=0, atol=4 * 8 * eps)
+    everything = torch.arange(5).expand(1, 2, 5)
+    full = Subset(logits, 5).log_prob_ordered(everything)
+    assert torch.isfinite(full).all()
+    assert torch.isfinite(torch.autograd.grad(full.sum(), logits)[0]).all()

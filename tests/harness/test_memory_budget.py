@@ -115,3 +115,23 @@ def test_reinforce_refuses_the_set_probability_beyond_k_16():
     with pytest.raises(UserError, match="set_probability=ordered"):
         measure_function("subset-linear:n=40,k=17", "reinforce:set_probability=unordered",
                          replicates=2, timing=False, memory_profile=False)
+
+
+def test_streamed_moments_equal_the_whole_sample_ones():
+    from harness.measure import mean_and_stderr
+
+    x = torch.randn(1001, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = 3 * x + 1e3  # an offset that a naive sum of squares would cancel badly
+    mean, stderr, count = mean_and_stderr(x.split(37))
+    assert count == 1001
+    # Both are sums of 1001 terms of size ~1e3: round-off ~ 1001 ε 1e3 in the mean, and the
+    # deviations (~3) are formed after subtracting block means accurate to the same order.
+    eps = torch.finfo(torch.float64).eps
+    torch.testing.assert_close(mean, x.mean(0), rtol=0, atol=1001 * eps * 1e3)
+    torch.testing.assert_close(stderr, x.std(0) / 1001**0.5, rtol=1001 * eps * 1e3, atol=0)
+
+
+def test_the_statistics_of_many_estimates_of_many_coordinates_count_against_the_budget():
+    with pytest.raises(MemoryBudgetError, match="estimates of 10000 coordinates"):
+        measure_function("subset-linear:n=10000,k=100", "relaxed-topk", replicates=10_000,
+                         memory_budget="2GB", timing=False, memory_profile=False)

@@ -1,0 +1,61 @@
+"""Reference gradients of a study: computed once per (problem, device), stored, shared.
+
+A problem without an exact expectation is measured against a reference gradient, the mean of
+many estimates of an unbiased estimator (``harness.measure.true_gradient``). In a study every
+cell on that problem and device compares with the *same* reference: the driver computes it once
+before the cells run, from a seed derived from the study seed, the problem and the device, and
+stores it (``Store.write_reference``), so a resumed run reuses it instead of drawing it again
+and the cells' biases are measured against one common value.
+
+A reference that cannot be computed (no unbiased estimator fits the problem, the memory budget)
+is left out: each cell then tries itself and is stored as failed with that one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+from estimators.errors import UserError
+from harness.store import Store
+from harness.study import Cell, Study
+
+
+def reference_key(problem: str, device: str) -> str:
+    return json.dumps({"problem": problem, "device": device}, sort_keys=True)
+
+
+def study_references(study: Study, cells: list[Cell], store: Store, *,
+                     show_progress: bool = True) -> dict[str, dict]:
+    """{reference_key: TrueGradient JSON} for every measurement cell whose problem has no exact
+    gradient; loaded from the store where it already is, else computed here and stored."""
+    import torch
+
+    from harness.measure import derived_seed, resolve_device, true_gradient
+    from problems import PROBLEMS
+
+    wanted = {}
+    for cell in cells:
+        if cell.kind != "measure":
+            continue
+        key = reference_key(cell.problem, cell.setting("device"))
+        if key not in wanted and not PROBLEMS.make(cell.problem).info.exact:
+            wanted[key] = (cell.problem, cell.setting("device"))
+    found = {}
+    for key, (problem, device) in wanted.items():
+        stored = store.reference(key)
+        if stored is None:
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(study.threads)
+            try:
+                stored = true_gradient(
+                    PROBLEMS.make(problem), device=resolve_device(device),
+                    seed=derived_seed(study.seed, f"reference {problem} {device}"),
+                    show_progress=show_progress,
+                ).to_json()
+            except UserError:  # the cells will fail with this reason themselves
+                continue
+            finally:
+                torch.set_num_threads(previous_threads)
+            store.write_reference(key, problem, device, stored)
+        found[key] = stored
+    return found
