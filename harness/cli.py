@@ -16,9 +16,12 @@ line, ``estibench: error: ...``, and exits with status 2; tracebacks are for our
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sys
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from estimators import ESTIMATORS
@@ -123,11 +126,11 @@ def command_measure(args: argparse.Namespace) -> int:
         timing=not args.no_timing,
         memory_profile=not args.no_memory,
         show_progress=True,
+        memory_budget=args.memory_budget,
+        reference_replicates=args.reference_replicates,
     )
     if args.json:
         print(json.dumps(record))
-        memory_budget=args.memory_budget,
-        reference_replicates=args.reference_replicates,
     else:
         render_record(record)
     return 0
@@ -149,16 +152,16 @@ def command_study_validate(args: argparse.Namespace) -> int:
 
 
 def _run_study(study, out: str, args: argparse.Namespace, resume: bool) -> int:
+    from harness import budget
     from harness.runner import run_study
 
-    summary = run_study(
-    from harness import budget
-        study, out, executor=args.executor, workers=args.workers, resume=resume,
-        allow_changed=args.allow_changed, retry_failed=args.retry_failed,
     if args.memory_budget is not None:  # workers (spawned, Ray) inherit the environment
         budget.parse_size(args.memory_budget)
         os.environ[budget.ENV] = str(args.memory_budget)
 
+    summary = run_study(
+        study, out, executor=args.executor, workers=args.workers, resume=resume,
+        allow_changed=args.allow_changed, retry_failed=args.retry_failed,
         ray_address=args.ray_address,
     )
     print(summary.line(study.name, Path(out)))
@@ -185,15 +188,53 @@ def command_run(args: argparse.Namespace) -> int:
     return code
 
 
+@contextlib.contextmanager
+def _writing_into(out: Path, what: str) -> Iterator[None]:
+    """Create ``out`` and write ``what`` into it; a directory that cannot be created or written
+    (a file, a path under /proc, a full disk) is one line, not an OSError."""
+    allowed = "--out must name a directory that can be created and written"
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"cannot write {what} into {out}: {blocker} is a file, not a "
+                        f"directory; {allowed}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the directory {out} for {what} "
+                        f"({(error.strerror or str(error)).lower()}); {allowed}") from None
+    try:
+        with tempfile.TemporaryFile(dir=out):  # writable? (as root, mode bits say little)
+            pass
+    except OSError as error:
+        raise UserError(f"cannot create files in {out} for {what} "
+                        f"({(error.strerror or str(error)).lower()}); {allowed}") from None
+    try:
+        yield
+    except OSError as error:  # a write that fails half-way (a full disk, a directory in the way)
+        if error.filename is None or not _inside(error.filename, out):
+            raise  # not the output: ours to see
+        raise UserError(f"cannot write {error.filename} ({(error.strerror or '').lower()}); "
+                        f"{allowed}") from None
+
+
+def _inside(filename, directory: Path) -> bool:
+    path, directory = Path(os.fsdecode(filename)).absolute(), directory.absolute()
+    return path == directory or directory in path.parents
+
+
 def command_report(args: argparse.Namespace) -> int:
     from reports import build_report
     from reports.build import parse_formats
+    from reports.read import study_info
 
     try:
         formats = parse_formats(args.format)
     except ValueError as error:
         raise UserError(str(error)) from None
-    written = build_report(args.directory, args.out, formats)
+    study_info(args.directory)  # no store: that message, before anything is created
+    out = Path(args.out) if args.out is not None else Path(args.directory) / "report"
+    with _writing_into(out, "the report"):
+        written = build_report(args.directory, out, formats)
     index = [p for p in written if p.name == "index.html"]
     print(f"report: {len(written)} files in {written[0].parent if written else args.out}"
           + (f"; open {index[0]}" if index else ""))
@@ -201,16 +242,28 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from harness.store import export
+    from harness.store import export, study_info
 
-    for path in export(args.directory, args.format, args.out):
+    study_info(args.directory)  # no store: that message, before anything is created
+    out = Path(args.out) if args.out is not None else Path(args.directory)
+    with _writing_into(out, "the export"):
+        written = export(args.directory, args.format, out)
+    for path in written:
         print(path)
     return 0
+
+
+def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                        help="memory one batched pass may use, e.g. 4GB or 512MiB (default: "
+                        "$ESTIBENCH_MEMORY_BUDGET, else half the memory available); a cell "
+                        "whose one estimate would not fit stops before drawing")
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
     from harness.runner import EXECUTORS
 
+    _memory_budget_option(parser)
     parser.add_argument("--executor", default="process", choices=EXECUTORS,
                         help="inline (debugging), process (local pool, default) or ray")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -250,17 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report bias, variance, MSE, cosine, SNR, time and peak memory of one estimate.",
     )
     m.add_argument("problem", metavar="PROBLEM_SPEC", help="e.g. bernoulli-toy:dim=3")
-def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
-                        help="memory one batched pass may use, e.g. 4GB or 512MiB (default: "
-                        "$ESTIBENCH_MEMORY_BUDGET, else half the memory available); a cell "
-                        "whose one estimate would not fit stops before drawing")
-
-
     m.add_argument("estimator", metavar="ESTIMATOR_SPEC", help="e.g. reinforce:baseline=loo")
     m.add_argument("--num-samples", type=int, default=1, metavar="N",
                    help="samples averaged in one estimate (default 1)")
-    _memory_budget_option(parser)
     m.add_argument("--replicates", type=int, default=1000, metavar="R",
                    help="independent estimates (default 1000)")
     m.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
@@ -270,6 +315,10 @@ def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--json", action="store_true", help="print the record as one JSON object")
     m.add_argument("--no-timing", action="store_true", help="skip the timing of one estimate")
     m.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    _memory_budget_option(m)
+    m.add_argument("--reference-replicates", type=int, default=10_000, metavar="R",
+                   help="estimates averaged into the reference gradient of a problem without "
+                   "an exact one (default 10000; its standard error is in the record)")
     m.set_defaults(func=command_measure)
 
     study = commands.add_parser("study", help="validate or run a study file (TOML)")
@@ -312,10 +361,6 @@ def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
     exporter.add_argument("--format", default="csv", choices=["csv", "parquet"])
     exporter.add_argument("--out", default=None, metavar="DIR",
                           help="where to write (default: the store directory)")
-    _memory_budget_option(m)
-    m.add_argument("--reference-replicates", type=int, default=10_000, metavar="R",
-                   help="estimates averaged into the reference gradient of a problem without "
-                   "an exact one (default 10000; its standard error is in the record)")
     exporter.set_defaults(func=command_export)
     return parser
 

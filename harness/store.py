@@ -25,7 +25,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from estimators.errors import UserError
-from reports.read import DATABASE, StoreReadError, database_path, load, load_skipped, study_info
+from reports.read import (
+    DATABASE,
+    StoreReadError,
+    damage_reported,
+    database_path,
+    load,
+    load_skipped,
+    study_info,
+)
 
 __all__ = ["DATABASE", "Store", "StoreError", "StoreReadError", "database_path", "export",
            "load", "load_skipped", "study_info"]
@@ -57,6 +65,13 @@ CREATE TABLE IF NOT EXISTS cells (
     started REAL NOT NULL,
     finished REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reference_gradients (
+    key TEXT PRIMARY KEY,
+    problem TEXT NOT NULL,
+    device TEXT NOT NULL,
+    gradient TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS skipped (
     kind TEXT NOT NULL,
     problem TEXT NOT NULL,
@@ -65,13 +80,6 @@ CREATE TABLE IF NOT EXISTS skipped (
     PRIMARY KEY (kind, problem, estimator, reason)
 );
 """
-CREATE TABLE IF NOT EXISTS reference_gradients (
-    key TEXT PRIMARY KEY,
-    problem TEXT NOT NULL,
-    device TEXT NOT NULL,
-    gradient TEXT NOT NULL,
-    created REAL NOT NULL
-);
 
 
 class StoreError(UserError):
@@ -95,11 +103,14 @@ class Store:
         except OSError as error:
             raise StoreError(f"cannot create the output directory {directory}: {error}") from None
         self.path = database_path(self.directory)
-        try:
+        with damage_reported(self.path):
             self.connection = connect(self.path)
             self.connection.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self.path} is not a usable estibench store: {error}") from None
+            # Damaged pages now, in one message, rather than in the middle of a resumed run.
+            (verdict,) = self.connection.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":  # e.g. "*** in database main ***\nPage 5: btreeInitPage() ..."
+                detail = " ".join(verdict.replace("*** in database main ***", "").split())
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({detail})")
 
     def close(self) -> None:
         self.connection.close()
@@ -110,17 +121,6 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the study row --------------------------------------------------------------------
-
-    def study_row(self) -> dict | None:
-        row = self.connection.execute(
-            "SELECT name, fingerprint, source, schema_version FROM study WHERE id = 1"
-        ).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("name", "fingerprint", "source", "schema_version"), row))
-
-    def bind(self, name: str, fingerprint: str, source: str, *, allow_changed: bool) -> None:
     # -- reference gradients ------------------------------------------------------------
 
     def reference(self, key: str) -> dict | None:
@@ -135,6 +135,17 @@ class Store:
                 "INSERT OR REPLACE INTO reference_gradients VALUES (?, ?, ?, ?, ?)",
                 (key, problem, device, json.dumps(gradient, allow_nan=False), time.time()))
 
+    # -- the study row --------------------------------------------------------------------
+
+    def study_row(self) -> dict | None:
+        row = self.connection.execute(
+            "SELECT name, fingerprint, source, schema_version FROM study WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("name", "fingerprint", "source", "schema_version"), row))
+
+    def bind(self, name: str, fingerprint: str, source: str, *, allow_changed: bool) -> None:
         """Tie the store to a study; refuse another study, or a changed one unless allowed."""
         existing = self.study_row()
         now = time.time()

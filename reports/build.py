@@ -130,8 +130,8 @@ def build_report(directory: str | Path, out: str | Path | None = None,
     ``directory/report``); return the files written."""
     formats = parse_formats(formats)
     out = Path(out) if out is not None else Path(directory) / "report"
+    info = study_info(directory)  # no store: no output directory left behind
     out.mkdir(parents=True, exist_ok=True)
-    info = study_info(directory)
     frame, train, skipped = load(directory), load(directory, "train"), load_skipped(directory)
     both = pd.concat([frame[["problem", "estimator"]], train[["problem", "estimator"]]])
     labels = {**short_labels(both.problem), **short_labels(both.estimator)}

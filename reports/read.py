@@ -26,21 +26,30 @@ def database_path(directory: str | Path) -> Path:
 
 
 @contextlib.contextmanager
+def damage_reported(path: Path) -> Iterator[None]:
+    """An SQLite error inside (a damaged or foreign file) becomes a StoreReadError naming it;
+    the writer (``harness.store.Store``) uses it too."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        raise StoreReadError(f"{path} is not a readable estibench store: {error}") from None
+
+
+@contextlib.contextmanager
 def _reading(directory: str | Path) -> Iterator[sqlite3.Connection]:
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise StoreReadError(f"{directory} is a file, not a store directory (one that holds "
+                             f"{DATABASE})")
     path = database_path(directory)
     if not path.is_file():
         raise StoreReadError(f"{directory} holds no estibench store ({DATABASE} not found)")
-    try:
+    with damage_reported(path):
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.DatabaseError as error:
-        raise StoreReadError(f"{path} is not a readable estibench store: {error}") from None
-    try:
-        connection.execute("SELECT 1 FROM cells LIMIT 1")
-        yield connection
-    except sqlite3.DatabaseError as error:
-        raise StoreReadError(f"{path} is not a readable estibench store: {error}") from None
-    finally:
-        connection.close()
+        try:
+            connection.execute("SELECT 1 FROM cells LIMIT 1")
+            yield connection
+        finally:
+            connection.close()
 
 
 def study_info(directory: str | Path) -> dict:

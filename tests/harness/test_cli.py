@@ -84,3 +84,95 @@ def test_console_script_runs_in_a_fresh_process():
     assert result.returncode == 2
     assert result.stderr.strip().startswith("estibench: error: device 'cuda' requested")
     assert "Traceback" not in result.stderr
+
+
+# -- paths a user gets wrong: one line, exit 2 (issue 15) -------------------------------------
+
+TINY_STUDY = """name = "tiny"
+replicates = 2
+
+[[grid]]
+problems = ["bernoulli-toy:dim=2"]
+estimators = ["reinforce"]
+"""
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store with its study row and no cells: enough for report and export."""
+    from harness.store import Store
+
+    with Store(tmp_path / "store") as opened:
+        opened.bind("tiny", "fingerprint", TINY_STUDY, allow_changed=False)
+    return tmp_path / "store"
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("estibench: error: "), captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_file_given_as_the_store_directory(command, tmp_path, capsys):
+    """Was NotADirectoryError (report) and FileExistsError (export) from mkdir."""
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main([command, str(tmp_path / "notes.txt")]) == 2
+    assert "is a file, not a store directory" in _one_error_line(capsys)
+
+
+def test_report_of_a_missing_store_creates_nothing(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "typo")]) == 2
+    assert "holds no estibench store" in _one_error_line(capsys)
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("notes.txt", "notes.txt is a file, not a directory"),  # was FileExistsError
+        ("notes.txt/sub", "notes.txt is a file, not a directory"),  # was NotADirectoryError
+        ("/proc/estibench-x", "cannot create the directory /proc/estibench-x"),  # root can't either
+        ("/proc", "cannot create files in /proc"),  # exists, but not even root writes there
+    ],
+)
+def test_an_output_directory_that_cannot_be_written(command, out, message, store, capsys):
+    (store.parent / "notes.txt").write_text("hello")
+    out = out if out.startswith("/") else str(store.parent / out)
+    assert main([command, str(store), "--out", out]) == 2
+    line = _one_error_line(capsys)
+    assert message in line and "--out must name a directory that can be created and written" in line
+
+
+def test_export_into_a_writable_directory_still_works(store, tmp_path, capsys):
+    assert main(["export", str(store), "--out", str(tmp_path / "csv")]) == 0
+    assert (tmp_path / "csv" / "results.csv").is_file()
+
+
+def test_resume_on_a_store_with_damaged_pages(store, tmp_path, capsys):
+    """Was sqlite3.DatabaseError from the first query; report and export said it in one line,
+    and now so does study run --resume (before running anything)."""
+    from harness.store import Store
+
+    with Store(store) as opened:  # some pages beyond the first to damage
+        opened.write_skipped([_Skip("measure", f"p{i}", "e", "x" * 200) for i in range(100)])
+    data = bytearray((store / "results.sqlite").read_bytes())
+    assert len(data) > 3 * 4096
+    data[4096:] = b"\xab" * (len(data) - 4096)
+    (store / "results.sqlite").write_bytes(data)
+    (tmp_path / "tiny.toml").write_text(TINY_STUDY)
+    argv = ["study", "run", str(tmp_path / "tiny.toml"), "--out", str(store), "--resume",
+            "--executor", "inline"]
+    assert main(argv) == 2
+    assert "is not a readable estibench store: database disk image is malformed" in (
+        _one_error_line(capsys))
+    for command in (["report", str(store)], ["export", str(store)]):  # the same sentence
+        assert main(command) == 2
+        assert "is not a readable estibench store" in _one_error_line(capsys)
+
+
+class _Skip:
+    def __init__(self, kind, problem, estimator, reason):
+        self.kind, self.problem, self.estimator, self.reason = kind, problem, estimator, reason
