@@ -25,6 +25,7 @@ from torch import Tensor
 
 from estimators import ESTIMATORS, Estimator
 from estimators.errors import IncompatibleError, UserError
+from estimators.registry import format_spec
 from harness import budget as budget_module
 from harness import memory, provenance
 from harness.budget import ENV as budget_env
@@ -268,8 +269,8 @@ def reference_estimator(problem: Problem, spec: str = REFERENCE_ESTIMATOR) -> Es
     chosen = {name: value for name, value in reference.diagnostics(problem.distribution()).items()
               if name in reference.options and value != reference.options[name]}
     if chosen:
-        reference = ESTIMATORS.make(reference.spec.split(":")[0] + ":" + ",".join(
-            f"{name}={value}" for name, value in {**reference.options, **chosen}.items()))
+        reference = ESTIMATORS.make(format_spec(reference.info.name,
+                                                {**reference.options, **chosen}))
     return reference
 
 
