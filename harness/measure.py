@@ -122,29 +122,10 @@ def replicates_per_pass(
     return max(1, min(most, min(budget, PASS_BYTES) // max(per_replicate, 1)))
 
 
-def batched_estimates(
-    problem: Problem,
-    estimator: Estimator,
-    *,
-    num_samples: int,
-    replicates: int,
-    generator: torch.Generator,
-    chunk_size: int = 65536,
-    show_progress: bool = False,
-    description: str = "replicates",
-    memory_budget: int | None = None,
-) -> Tensor:
-    """R independent estimates ``[R, D]`` in ``ceil(R / per_pass)`` batched passes.
-
-    ``per_pass`` is ``chunk_size`` or fewer: as many replicates as fit in the memory budget
-    (``memory_budget`` bytes, else ``harness.budget``'s default) and in ``PASS_BYTES``, by the
-    estimate of ``replicate_bytes``. A cell whose one replicate does not fit raises
-    ``MemoryBudgetError`` before anything is drawn.
-    """
-    return torch.cat(list(estimate_chunks(
-        problem, estimator, num_samples=num_samples, replicates=replicates,
-        generator=generator, chunk_size=chunk_size, show_progress=show_progress,
-        description=description, memory_budget=memory_budget)))
+def batched_estimates(problem: Problem, estimator: Estimator, **options) -> Tensor:
+    """R independent estimates ``[R, D]``: the blocks of ``estimate_chunks`` (same arguments)
+    joined."""
+    return torch.cat(list(estimate_chunks(problem, estimator, **options)))
 
 
 def estimate_chunks(
@@ -159,8 +140,14 @@ def estimate_chunks(
     description: str = "replicates",
     memory_budget: int | None = None,
 ) -> Iterator[Tensor]:
-    """The passes of ``batched_estimates``, one ``[n, D]`` block of estimates at a time (for
-    statistics that need not hold all R rows, such as a reference gradient's mean)."""
+    """R independent estimates in ``ceil(R / per_pass)`` batched passes, one ``[n, D]`` block
+    per pass (``mean_and_stderr`` reduces them without holding all R rows).
+
+    ``per_pass`` is ``chunk_size`` or fewer: as many replicates as fit in the memory budget
+    (``memory_budget`` bytes, else ``harness.budget``'s default) and in ``PASS_BYTES``, by the
+    estimate of ``replicate_bytes``. A cell whose one replicate does not fit raises
+    ``MemoryBudgetError`` before anything is drawn.
+    """
     device = problem.parameters()[0].device
     source = budget_module.describe(memory_budget)
     budget = budget_module.memory_budget(device, memory_budget)

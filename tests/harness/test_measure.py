@@ -62,16 +62,22 @@ def test_chunking_does_not_change_the_estimates():
     assert whole.shape == (50, 6) and torch.isfinite(whole).all()
 
 
+def count_passes(monkeypatch, estimator) -> list[int]:
+    """The replicates of every batched pass ``estimator`` runs, as they happen."""
+    passes = []
+    surrogate = estimator.surrogate
+    monkeypatch.setattr(estimator, "surrogate", lambda dist, *a, **kw: (
+        passes.append(dist.batch_shape[0]), surrogate(dist, *a, **kw))[1])
+    return passes
+
+
 def test_large_objectives_are_drawn_in_smaller_chunks(monkeypatch):
     import importlib
 
     measure_module = importlib.import_module("harness.measure")  # the package exports a function
     problem = PROBLEMS.make("categorical-linear:k=6")
     one = ESTIMATORS.make("reinforce")
-    passes = []
-    surrogate = one.surrogate
-    monkeypatch.setattr(one, "surrogate", lambda dist, *a, **kw: (
-        passes.append(dist.batch_shape[0]), surrogate(dist, *a, **kw))[1])
+    passes = count_passes(monkeypatch, one)
     whole = batched_estimates(problem, one, num_samples=1, replicates=50,
                               generator=torch.Generator().manual_seed(0))
     assert passes == [50]
@@ -86,6 +92,19 @@ def test_large_objectives_are_drawn_in_smaller_chunks(monkeypatch):
                                 generator=torch.Generator().manual_seed(0))
     assert passes == [8] * 6 + [2]
     torch.testing.assert_close(bounded, whole, rtol=0, atol=0)
+
+
+def test_the_budget_bounds_the_replicates_per_pass(monkeypatch):
+    from harness.measure import replicate_bytes
+
+    problem = PROBLEMS.make("categorical-linear:k=6")
+    estimator = ESTIMATORS.make("reinforce")
+    passes = count_passes(monkeypatch, estimator)
+    per_replicate = replicate_bytes(problem, estimator, 2)
+    batched_estimates(problem, estimator, num_samples=2, replicates=30,
+                      generator=torch.Generator().manual_seed(0),
+                      memory_budget=7 * per_replicate + 1)
+    assert passes == [7, 7, 7, 7, 2]
 
 
 def test_real_tasks_bound_their_batched_passes():

@@ -74,20 +74,6 @@ def test_a_cell_over_the_budget_stops_before_allocating_with_one_line():
     assert "memory budget of 976.6 KiB" in message and "--memory-budget" in message
 
 
-def test_the_budget_bounds_the_replicates_per_pass(monkeypatch):
-    problem = PROBLEMS.make("categorical-linear:k=6")
-    estimator = ESTIMATORS.make("reinforce")
-    passes = []
-    surrogate = estimator.surrogate
-    monkeypatch.setattr(estimator, "surrogate", lambda dist, *a, **kw: (
-        passes.append(dist.batch_shape[0]), surrogate(dist, *a, **kw))[1])
-    per_replicate = replicate_bytes(problem, estimator, 2)
-    batched_estimates(problem, estimator, num_samples=2, replicates=30,
-                      generator=torch.Generator().manual_seed(0),
-                      memory_budget=7 * per_replicate + 1)
-    assert passes == [7, 7, 7, 7, 2]
-
-
 def test_the_budget_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("ESTIBENCH_MEMORY_BUDGET", "2KiB")
     with pytest.raises(MemoryBudgetError, match=r"ESTIBENCH_MEMORY_BUDGET"):
