@@ -44,13 +44,15 @@ DIM = Option("dim", 3, doc="number of independent count variables", check=at_lea
 def positive32(value: float) -> str | None:
     """Rates and total counts: > 0 and neither flushed to zero nor overflowing in float32."""
     ok = _FLOAT32.tiny <= value <= _FLOAT32.max
-    return None if ok else f"a number between {_FLOAT32.tiny:.4g} and {_FLOAT32.max:.4g} (float32's normal range)"
+    return None if ok else (f"a number between {_FLOAT32.tiny:.4g} and {_FLOAT32.max:.4g} "
+                            "(float32's normal range)")
 
 
 def finite32(value: float) -> str | None:
     """Logits: finite in float32."""
     ok = abs(value) <= _FLOAT32.max
-    return None if ok else f"a number between {-_FLOAT32.max:.4g} and {_FLOAT32.max:.4g} (finite in float32)"
+    return None if ok else (f"a number between {-_FLOAT32.max:.4g} and {_FLOAT32.max:.4g} "
+                            "(finite in float32)")
 
 
 def _target(default: float) -> Option:
