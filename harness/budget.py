@@ -85,3 +85,18 @@ def describe(budget: int | float | str | None) -> str:
 
 class MemoryBudgetError(UserError):
     """One replicate of a cell would need more memory than its budget."""
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """The allocator's one-line reason when ``error`` is a failed allocation (a problem or a
+    setting too large for this machine), else None."""
+    message = str(error)
+    if not (isinstance(error, MemoryError) or "can't allocate memory" in message
+            or type(error).__name__ == "OutOfMemoryError"):
+        return None
+    asked = re.search(r"allocate ([0-9]+) bytes", message)
+    if asked:
+        from reports.units import size
+
+        return f"an allocation of {size(int(asked.group(1)))} failed"
+    return message.splitlines()[0] if message else type(error).__name__

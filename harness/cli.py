@@ -374,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, StoreReadError) as error:
         print(f"estibench: error: {error}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as error:
+        from harness.budget import out_of_memory
+
+        reason = out_of_memory(error)
+        if reason is None:
+            raise  # our bug: the traceback is for us
+        print(f"estibench: error: out of memory ({reason}); choose a smaller problem, fewer "
+              "--replicates or --num-samples, or a --memory-budget", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:
         from harness.runner import Terminated
 

@@ -141,7 +141,7 @@ def estimate_chunks(
     memory_budget: int | None = None,
 ) -> Iterator[Tensor]:
     """R independent estimates in ``ceil(R / per_pass)`` batched passes, one ``[n, D]`` block
-    per pass (``mean_and_stderr`` reduces them without holding all R rows).
+    per pass (``streamed_moments`` reduces them without holding all R rows).
 
     ``per_pass`` is ``chunk_size`` or fewer: as many replicates as fit in the memory budget
     (``memory_budget`` bytes, else ``harness.budget``'s default) and in ``PASS_BYTES``, by the
@@ -174,10 +174,10 @@ def estimate_chunks(
         yield _flatten(grads, theta, n).detach()
 
 
-def mean_and_stderr(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor, int]:
-    """(mean [D], standard error of the mean [D], R) of the rows of ``chunks``, in float64,
-    one block at a time (Chan et al. 1979's pairwise update of mean and sum of squares), so R
-    rows of D numbers never have to be held at once."""
+def streamed_moments(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor, int]:
+    """(mean [D], variance [D] with ddof 1, R) of the rows of ``chunks``, in float64, one
+    block at a time (Chan et al. 1979's pairwise update of mean and sum of squares), so R rows
+    of D numbers never have to be held at once."""
     count, mean, squares = 0, None, None
     for block in chunks:
         block = block.double()
@@ -192,8 +192,7 @@ def mean_and_stderr(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor, int]:
         mean = mean + delta * (n / total)
         squares = squares + block_squares + delta**2 * (count * n / total)
         count = total
-    stderr = (squares / (count - 1)).sqrt() / math.sqrt(count)
-    return mean, stderr, count
+    return mean, squares / (count - 1), count
 
 
 def _roundoff(
@@ -288,12 +287,13 @@ def true_gradient(
                             float(value.detach().abs()))
     reference = reference_estimator(exact_problem, reference_estimator_spec)
     generator = torch.Generator(device).manual_seed(derived_seed(seed, "reference"))
-    mean, stderr, _ = mean_and_stderr(estimate_chunks(
+    mean, variance, _ = streamed_moments(estimate_chunks(
         exact_problem, reference,
         num_samples=reference_num_samples, replicates=reference_replicates, generator=generator,
         show_progress=show_progress, description="reference gradient",
         memory_budget=memory_budget,
     ))
+    stderr = (variance / reference_replicates).sqrt()
     source = (
         f"reference:{reference.spec} (replicates={reference_replicates}, "
         f"num_samples={reference_num_samples})"

@@ -24,8 +24,8 @@ import torch
 from estimators.errors import UserError
 from estimators.families import draw
 from harness import provenance
-from harness.measure import (batched_estimates, compatible_pair, derived_seed, resolve_device,
-                             resolve_dtype, synchronize)
+from harness.measure import (compatible_pair, derived_seed, estimate_chunks, resolve_device,
+                             resolve_dtype, streamed_moments, synchronize)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 MONTE_CARLO_SAMPLES = 4096
@@ -93,9 +93,11 @@ def train(
                 work = session.problem()
             else:
                 objective, stderr, source = _objective(work, evaluation)
-            estimates = batched_estimates(work, estimator_obj, num_samples=num_samples,
-                                          replicates=variance_replicates, generator=evaluation)
-            variance = float(estimates.double().var(0, correction=1).sum())
+            # Streamed: variance_replicates rows of D numbers are never held at once.
+            _, per_coordinate, _ = streamed_moments(estimate_chunks(
+                work, estimator_obj, num_samples=num_samples, replicates=variance_replicates,
+                generator=evaluation))
+            variance = float(per_coordinate.sum())
             curve.append({"step": step, "objective": objective, "objective_stderr": stderr,
                           "gradient_variance": variance, "wall_time_s": optimising, **metrics})
         if step == steps:

@@ -104,20 +104,48 @@ def test_reinforce_refuses_the_set_probability_beyond_k_16():
 
 
 def test_streamed_moments_equal_the_whole_sample_ones():
-    from harness.measure import mean_and_stderr
+    from harness.measure import streamed_moments
 
     x = torch.randn(1001, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = 3 * x + 1e3  # an offset that a naive sum of squares would cancel badly
-    mean, stderr, count = mean_and_stderr(x.split(37))
+    mean, variance, count = streamed_moments(x.split(37))
     assert count == 1001
     # Both are sums of 1001 terms of size ~1e3: round-off ~ 1001 ε 1e3 in the mean, and the
     # deviations (~3) are formed after subtracting block means accurate to the same order.
     eps = torch.finfo(torch.float64).eps
     torch.testing.assert_close(mean, x.mean(0), rtol=0, atol=1001 * eps * 1e3)
-    torch.testing.assert_close(stderr, x.std(0) / 1001**0.5, rtol=1001 * eps * 1e3, atol=0)
+    torch.testing.assert_close(variance, x.var(0), rtol=1001 * eps * 1e3, atol=0)
 
 
 def test_the_statistics_of_many_estimates_of_many_coordinates_count_against_the_budget():
     with pytest.raises(MemoryBudgetError, match="estimates of 10000 coordinates"):
         measure_function("subset-linear:n=10000,k=100", "relaxed-topk", replicates=10_000,
                          memory_budget="2GB", timing=False, memory_profile=False)
+
+
+def test_a_problem_too_large_to_allocate_is_one_line(capsys):
+    from harness.cli import main
+
+    assert main(["measure", "bernoulli-toy:dim=10000000000000", "reinforce", "--replicates",
+                 "2", "--no-timing", "--no-memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("estibench: error: out of memory (an allocation of 74505.8 GiB failed)")  # 8e13 B
+
+
+def test_training_variance_is_streamed(monkeypatch):
+    """Training's gradient variance reduces the estimates pass by pass (never R x D at once)."""
+    import importlib
+
+    from harness.training import train
+
+    training = importlib.import_module("harness.training")
+    blocks = []
+    chunks = training.estimate_chunks
+    monkeypatch.setattr(training, "estimate_chunks", lambda *a, **kw: (
+        block for block in chunks(*a, **kw) if not blocks.append(block.shape[0])))
+    monkeypatch.setattr(importlib.import_module("harness.measure"), "PASS_BYTES", 1)
+    record = train("bernoulli-toy", "reinforce", num_samples=1, steps=1, eval_every=1,
+                   variance_replicates=5)
+    assert blocks == [1] * 10  # 2 evaluations x 5 one-replicate passes
+    assert all(point["gradient_variance"] > 0 for point in record["curve"])
