@@ -107,8 +107,9 @@ class Estimator(Configurable):
         ``SAMPLE_COPIES`` numbers per number of a sample, holds for estimators whose
         intermediates are shaped like their samples (noise, keys, relaxed and hard samples,
         their gradients); an estimator with larger intermediates (the steps of a relaxation, a
-        2^k programme, an enumerated support) says so by overriding it. The conformance suite
-        checks the bound against the measured peak of every registered estimator.
+        2^k programme, an enumerated support) says so by overriding it.
+        ``tests/harness/test_memory_budget.py`` checks the bound against the measured cost of
+        a replicate for every registered estimator.
         """
         return num_samples * sample_numel(dist) * SAMPLE_COPIES + sampler_elements(dist)
 

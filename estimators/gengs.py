@@ -121,8 +121,8 @@ class _GenGSBase(Estimator):
     def pass_elements(self, dist: Distribution, num_samples: int) -> int:
         """Per sample and element, the K + 1 keys, weights and their gradients (the samples'
         copies of ``Estimator.pass_elements``, K + 1 wide), plus the truncation's tables."""
-        _, log_pi, _ = self.truncated_log_probs(dist)
-        width = log_pi.shape[-1]
+        with torch.no_grad():
+            width = self.truncated_log_probs(dist)[1].shape[-1]
         return (num_samples * SAMPLE_COPIES + 16) * sample_numel(dist) * width
 
     def diagnostics(self, dist: Distribution) -> dict:

@@ -34,7 +34,7 @@ from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.families import draw
 from estimators.registry import Option
 from estimators.errors import UserError
-from estimators.subset import MAX_LOG_PROB_K, Subset, unordered_is_cheaper
+from estimators.subset import MAX_LOG_PROB_K, Subset, topk_khot, unordered_is_cheaper
 
 
 @register
@@ -57,7 +57,8 @@ class Reinforce(Estimator):
                 "auto",
                 doc="subsets only: unordered (the exact probability of the drawn set, a 2^k "
                 "programme, k <= 16), ordered (the probability of the draw's order, O(n + k)), "
-                "or auto (unordered while its programme is no larger than the ordered pass)",
+                "or auto (unordered while its programme costs at most 4 times the ordered pass: "
+                "2^k k <= 4n)",
                 choices=("auto", "unordered", "ordered"),
             ),
         ),
@@ -105,9 +106,8 @@ class Reinforce(Estimator):
         if isinstance(dist, Subset) and self.ordered(dist):
             # The ordered draw: the same Gumbel-top-k sample, scored by the probability of its
             # order (unbiased for any f of the set, since the set is a function of the order).
-            order = dist.keys((num_samples,), generator).topk(dist.k, -1, sorted=True).indices
-            z = torch.zeros(order.shape[:-1] + (dist.n,), dtype=dist.logits.dtype,
-                            device=dist.logits.device).scatter_(-1, order, 1.0)
+            with torch.no_grad():
+                z, order = topk_khot(dist.keys((num_samples,), generator), dist.k, ordered=True)
             log_p = dist.log_prob_ordered(order)  # [S, *batch]
         else:
             z = draw(dist, num_samples, generator)  # [S, *batch, *event]

@@ -229,10 +229,12 @@ class Subset(Distribution):
         return rows.expand((count,) + self.batch_shape + (self.n,)) if expand else rows
 
 
-def topk_khot(keys: Tensor, k: int) -> Tensor:
-    """k-hot of the k largest entries of ``keys`` along the last dimension."""
-    index = keys.topk(k, dim=-1, sorted=False).indices
-    return torch.zeros_like(keys).scatter_(-1, index, 1.0)
+def topk_khot(keys: Tensor, k: int, *, ordered: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """k-hot of the k largest entries of ``keys`` along the last dimension; with ``ordered``,
+    (k-hot, the k indices from the largest key down), the order of a Gumbel-top-k draw."""
+    index = keys.topk(k, dim=-1, sorted=ordered).indices
+    khot = torch.zeros_like(keys).scatter_(-1, index, 1.0)
+    return (khot, index) if ordered else khot
 
 
 def _sample_subset(dist: Subset, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:

@@ -8,7 +8,7 @@ stops before allocating anything, with one line naming the budget and how to rai
 The default budget is half the memory available when the cell starts: ``MemAvailable`` of
 ``/proc/meminfo`` on Linux (else the free physical pages) on the CPU, the free memory of the
 device on CUDA. ``ESTIBENCH_MEMORY_BUDGET`` (a size such as ``4GB``) or the ``memory_budget``
-argument / ``--memory-budget`` option / study setting replace it.
+argument (``measure``, ``train``, ``run_study``) / ``--memory-budget`` option replace it.
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ def command_measure(args: argparse.Namespace) -> int:
         show_progress=True,
         memory_budget=args.memory_budget,
         reference_replicates=args.reference_replicates,
+        reference_seed=args.reference_seed,
     )
     if args.json:
         print(json.dumps(record))
@@ -152,17 +153,12 @@ def command_study_validate(args: argparse.Namespace) -> int:
 
 
 def _run_study(study, out: str, args: argparse.Namespace, resume: bool) -> int:
-    from harness import budget
     from harness.runner import run_study
-
-    if args.memory_budget is not None:  # workers (spawned, Ray) inherit the environment
-        budget.parse_size(args.memory_budget)
-        os.environ[budget.ENV] = str(args.memory_budget)
 
     summary = run_study(
         study, out, executor=args.executor, workers=args.workers, resume=resume,
         allow_changed=args.allow_changed, retry_failed=args.retry_failed,
-        ray_address=args.ray_address,
+        ray_address=args.ray_address, memory_budget=args.memory_budget,
     )
     print(summary.line(study.name, Path(out)))
     return 0
@@ -319,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reference-replicates", type=int, default=10_000, metavar="R",
                    help="estimates averaged into the reference gradient of a problem without "
                    "an exact one (default 10000; its standard error is in the record)")
+    m.add_argument("--reference-seed", type=int, default=None, metavar="S",
+                   help="seed of that reference (default: --seed); a study's records name theirs "
+                   "in true_gradient_source")
     m.set_defaults(func=command_measure)
 
     study = commands.add_parser("study", help="validate or run a study file (TOML)")

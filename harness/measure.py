@@ -293,10 +293,15 @@ def true_gradient(
         show_progress=show_progress, description="reference gradient",
         memory_budget=memory_budget,
     ))
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(variance).all()):
+        raise UserError(
+            f"the reference estimator {reference.spec} gave non-finite estimates on "
+            f"{problem.spec}; its gradient cannot stand in for the exact one here"
+        )
     stderr = (variance / reference_replicates).sqrt()
     source = (
         f"reference:{reference.spec} (replicates={reference_replicates}, "
-        f"num_samples={reference_num_samples})"
+        f"num_samples={reference_num_samples}, seed={seed})"
     )
     return TrueGradient(mean, stderr, source)
 
@@ -371,6 +376,7 @@ def measure(
     reference_replicates: int = 10_000,
     memory_budget: int | str | None = None,
     reference: TrueGradient | None = None,
+    reference_seed: int | None = None,
 ) -> dict:
     """Measure one (problem, estimator) cell; return the record (see ``harness.record``).
 
@@ -388,6 +394,8 @@ def measure(
             (``harness.budget``). A cell whose one estimate would not fit stops before drawing.
         reference: the true gradient, when already computed (a study computes each problem's
             reference once and hands it to every cell on that problem).
+        reference_seed: the seed of a reference gradient's stream (default: ``seed``); it is
+            in ``true_gradient_source``, so a study's reference can be drawn again alone.
 
     Example:
         >>> record = measure("bernoulli-toy", "reinforce", replicates=100, timing=False,
@@ -400,6 +408,8 @@ def measure(
     _check_count("replicates", replicates, 2)
     _check_count("reference_replicates", reference_replicates, 2)
     _check_count("seed", seed, 0)
+    if reference_seed is not None:
+        _check_count("reference_seed", reference_seed, 0)
     _check_count("chunk_size", chunk_size, 1)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
@@ -419,7 +429,8 @@ def measure(
             f"budget with --memory-budget (or ${budget_env})"
         )
     if reference is None:
-        reference = true_gradient(problem, device=device, seed=seed,
+        reference = true_gradient(problem, device=device,
+                                  seed=seed if reference_seed is None else reference_seed,
                                   reference_replicates=reference_replicates,
                                   show_progress=show_progress, memory_budget=memory_budget)
     true, true_stderr = reference.gradient.to(device), reference.stderr

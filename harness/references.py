@@ -7,8 +7,9 @@ before the cells run, from a seed derived from the study seed, the problem and t
 stores it (``Store.write_reference``), so a resumed run reuses it instead of drawing it again
 and the cells' biases are measured against one common value.
 
-A reference that cannot be computed (no unbiased estimator fits the problem, the memory budget)
-is left out: each cell then tries itself and is stored as failed with that one-line reason.
+A reference that cannot be drawn here (no unbiased estimator fits the problem, the memory
+budget, a device the driver lacks) is left out: each cell then draws it itself from the same
+seed, so its numbers are the same, or is stored as failed with the one-line reason.
 """
 
 from __future__ import annotations
@@ -24,22 +25,29 @@ def reference_key(problem: str, device: str) -> str:
     return json.dumps({"problem": problem, "device": device}, sort_keys=True)
 
 
+def reference_seed(study: Study, problem: str, device: str) -> int:
+    """The seed of the reference gradient of ``problem`` on ``device`` in ``study``: the same
+    for every cell on it (``true_gradient_source`` shows it; ``measure(reference_seed=...)``
+    draws the same reference alone)."""
+    from harness.measure import derived_seed
+
+    return derived_seed(study.seed, f"reference {problem} {device}")
+
+
 def study_references(study: Study, cells: list[Cell], store: Store, *,
-                     show_progress: bool = True) -> dict[str, dict]:
+                     show_progress: bool = True,
+                     memory_budget: int | str | None = None) -> dict[str, dict]:
     """{reference_key: TrueGradient JSON} for every measurement cell whose problem has no exact
     gradient; loaded from the store where it already is, else computed here and stored."""
     import torch
 
-    from harness.measure import derived_seed, resolve_device, true_gradient
+    from harness.measure import resolve_device, true_gradient
     from problems import PROBLEMS
 
-    wanted = {}
-    for cell in cells:
-        if cell.kind != "measure":
-            continue
-        key = reference_key(cell.problem, cell.setting("device"))
-        if key not in wanted and not PROBLEMS.make(cell.problem).info.exact:
-            wanted[key] = (cell.problem, cell.setting("device"))
+    pairs = dict.fromkeys((cell.problem, cell.setting("device"))
+                          for cell in cells if cell.kind == "measure")
+    wanted = {reference_key(problem, device): (problem, device) for problem, device in pairs
+              if not PROBLEMS.make(problem).info.exact}
     found = {}
     for key, (problem, device) in wanted.items():
         stored = store.reference(key)
@@ -49,8 +57,8 @@ def study_references(study: Study, cells: list[Cell], store: Store, *,
             try:
                 stored = true_gradient(
                     PROBLEMS.make(problem), device=resolve_device(device),
-                    seed=derived_seed(study.seed, f"reference {problem} {device}"),
-                    show_progress=show_progress,
+                    seed=reference_seed(study, problem, device),
+                    show_progress=show_progress, memory_budget=memory_budget,
                 ).to_json()
             except UserError:  # the cells will fail with this reason themselves
                 continue

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from estimators.errors import UserError
+from harness.budget import parse_size
 from harness.store import Store
 from harness.study import Cell, Study
 
@@ -43,7 +44,9 @@ class CellJob:
     threads: int
     timing: bool
     memory: bool
-    reference: dict | None = None  # the study's reference gradient (TrueGradient JSON)
+    memory_budget: int | str | None = None  # bytes or a size such as "4GB"; None: default
+    reference_seed: int | None = None  # the seed of the cell's reference gradient
+    reference: dict | None = None  # that reference, drawn once by the driver (TrueGradient JSON)
 
 
 def _failed(error: str, trace: str, started: float) -> dict:
@@ -68,6 +71,7 @@ def run_cell(job: CellJob) -> dict:
                 replicates=cell.setting("replicates"), seed=cell.cell_seed,
                 device=cell.setting("device"), dtype=cell.setting("dtype"),
                 timing=job.timing, memory_profile=job.memory,
+                memory_budget=job.memory_budget, reference_seed=job.reference_seed,
                 reference=None if job.reference is None else TrueGradient.from_json(job.reference),
             )
         else:
@@ -80,6 +84,7 @@ def run_cell(job: CellJob) -> dict:
                 eval_every=cell.setting("eval_every"),
                 variance_replicates=cell.setting("variance_replicates"),
                 seed=cell.cell_seed, device=cell.setting("device"), dtype=cell.setting("dtype"),
+                memory_budget=job.memory_budget,
             )
         return {"status": "ok", "record": record, "started": started, "finished": time.time()}
     except Exception as error:  # noqa: BLE001 - a failed cell is stored, never fatal
@@ -304,6 +309,7 @@ def run_study(
     retry_failed: bool = False,
     ray_address: str | None = None,
     show_progress: bool = True,
+    memory_budget: int | str | None = None,
 ) -> Summary:
     """Run every cell of ``study`` not yet in the store at ``directory``.
 
@@ -338,33 +344,51 @@ def run_study(
                 "another --out directory"
             )
         store.write_skipped(skipped)
-        from harness.references import reference_key, study_references
-
-        references = study_references(study, todo, store, show_progress=show_progress)
-        jobs = [CellJob(cell, study.threads, study.timing, study.memory,
-                        references.get(reference_key(cell.problem, cell.setting("device")))
-                        if cell.kind == "measure" else None)
-                for cell in todo]
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
-        bar = _bar(show_progress)
-        task = None
-        if bar is not None:
-            bar.start()
-            task = bar.add_task(f"study {study.name}", total=len(cells), completed=summary.already,
-                                failed=0, skipped=len(skipped))
-        results = _RUNNERS[executor](jobs, workers, ray_address)
-        try:
-            # closing: an interrupted run ends the executor's workers before it returns
-            with _sigterm_interrupts(), contextlib.closing(results):
-                for job, result in results:
-                    store.write(job.cell, result)
-                    if result["status"] == "ok":
-                        summary.done += 1
-                    else:
-                        summary.failed += 1
-                    if bar is not None:
-                        bar.update(task, advance=1, failed=summary.failed)
-        finally:
-            if bar is not None:
-                bar.stop()
+        if memory_budget is not None:
+            parse_size(memory_budget)  # a bad size is one message, before any cell
+        with _sigterm_interrupts():  # from here on, SIGTERM ends the run as Ctrl-C does
+            _run_cells(study, todo, store, summary, executor=executor, workers=workers,
+                       ray_address=ray_address, show_progress=show_progress,
+                       memory_budget=memory_budget)
     return summary
+
+
+def _run_cells(study: Study, todo: list[Cell], store: Store, summary: Summary, *,
+               executor: str, workers: int | None, ray_address: str | None,
+               show_progress: bool, memory_budget: int | str | None) -> None:
+    """Draw the study's reference gradients, then run ``todo``, storing each result and
+    counting it in ``summary``."""
+    from harness.references import reference_key, reference_seed, study_references
+
+    references = study_references(study, todo, store, show_progress=show_progress,
+                                  memory_budget=memory_budget)
+    jobs = []
+    for cell in todo:
+        seed = reference = None
+        if cell.kind == "measure":
+            seed = reference_seed(study, cell.problem, cell.setting("device"))
+            reference = references.get(reference_key(cell.problem, cell.setting("device")))
+        jobs.append(CellJob(cell, study.threads, study.timing, study.memory, memory_budget,
+                            seed, reference))
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    bar = _bar(show_progress)
+    task = None
+    if bar is not None:
+        bar.start()
+        task = bar.add_task(f"study {study.name}", total=summary.total,
+                            completed=summary.already, failed=0, skipped=summary.skipped)
+    results = _RUNNERS[executor](jobs, workers, ray_address)
+    try:
+        # closing: an interrupted run ends the executor's workers before it returns
+        with contextlib.closing(results):
+            for job, result in results:
+                store.write(job.cell, result)
+                if result["status"] == "ok":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+                if bar is not None:
+                    bar.update(task, advance=1, failed=summary.failed)
+    finally:
+        if bar is not None:
+            bar.stop()

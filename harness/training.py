@@ -57,8 +57,11 @@ def train(
     seed: int = 0,
     device: str = "cpu",
     dtype: str = "float32",
+    memory_budget: int | str | None = None,
 ) -> dict:
     """Run one training run and return its record (``curve``: one dict per evaluation).
+
+    ``memory_budget`` bounds the passes of the gradient-variance evaluations as in ``measure``.
 
     Example:
         >>> record = train("bernoulli-toy", "reinforce:baseline=loo", num_samples=4, steps=20,
@@ -96,7 +99,7 @@ def train(
             # Streamed: variance_replicates rows of D numbers are never held at once.
             _, per_coordinate, _ = streamed_moments(estimate_chunks(
                 work, estimator_obj, num_samples=num_samples, replicates=variance_replicates,
-                generator=evaluation))
+                generator=evaluation, memory_budget=memory_budget))
             variance = float(per_coordinate.sum())
             curve.append({"step": step, "objective": objective, "objective_stderr": stderr,
                           "gradient_variance": variance, "wall_time_s": optimising, **metrics})

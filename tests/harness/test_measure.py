@@ -46,6 +46,9 @@ def test_same_seed_same_record_and_other_seed_other_numbers():
 
 
 def test_chunking_does_not_change_the_estimates():
+    import importlib
+
+    measure_module = importlib.import_module("harness.measure")  # the package exports a function
     problem = PROBLEMS.make("categorical-linear:k=6")
     estimator = ESTIMATORS.make("reinforce:baseline=loo")
     whole = batched_estimates(problem, estimator, num_samples=1 + 1, replicates=50,
@@ -60,6 +63,13 @@ def test_chunking_does_not_change_the_estimates():
     torch.testing.assert_close(whole1, chunked1, rtol=0, atol=0)
     # ...and for S = 2 check that chunks are reproducible and of the right shape.
     assert whole.shape == (50, 6) and torch.isfinite(whole).all()
+    # Any memory budget of at least PASS_BYTES leaves the passes, hence the numbers, alone
+    # (a smaller budget can split them: README, "Memory budget").
+    for budget in (measure_module.PASS_BYTES, 2**40):
+        again = batched_estimates(problem, estimator, num_samples=2, replicates=50,
+                                  generator=torch.Generator().manual_seed(0),
+                                  memory_budget=budget)
+        torch.testing.assert_close(again, whole, rtol=0, atol=0)
 
 
 def count_passes(monkeypatch, estimator) -> list[int]:

@@ -84,3 +84,31 @@ def test_a_reference_that_cannot_be_drawn_fails_its_cells_with_one_line(tmp_path
     assert summary.failed == len(frame) > 0
     assert frame.error.str.contains("memory budget").all()
     assert not frame.error.str.contains("\n").any()
+
+
+def test_a_study_reference_is_drawn_again_alone_from_the_seed_in_its_record(tmp_path):
+    study = parse_study(STUDY.replace("seeds = [0, 1]", "seeds = [0]"))
+    run_study(study, tmp_path, executor="inline", show_progress=False)
+    row = load(tmp_path).query("problem.str.startswith('subset-linear')").iloc[0]
+    seed = int(row.true_gradient_source.rsplit("seed=", 1)[1].rstrip(")"))
+    alone = measure_module_function(row.problem, row.estimator, num_samples=int(row.num_samples),
+                                    replicates=50, timing=False, memory_profile=False,
+                                    reference_seed=seed)
+    assert alone["true_gradient_source"] == row.true_gradient_source
+    assert alone["true_gradient"] == list(row.true_gradient)
+    assert alone["true_gradient_stderr"] == list(row.true_gradient_stderr)
+
+
+def test_a_non_finite_reference_is_one_clear_error(monkeypatch):
+    import importlib
+
+    import torch
+
+    from estimators.errors import UserError
+
+    measure_module = importlib.import_module("harness.measure")
+    monkeypatch.setattr(measure_module, "estimate_chunks",
+                        lambda *a, **kw: iter([torch.full((3, 20), float("nan"))]))
+    with pytest.raises(UserError, match="non-finite estimates"):
+        measure_module.true_gradient(measure_module.PROBLEMS.make("subset-linear:n=20,k=3"),
+                                     device=torch.device("cpu"), seed=0)
