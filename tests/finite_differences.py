@@ -27,7 +27,7 @@ ROUNDINGS = 16  # c above
 
 def central_difference(
     fn: Callable[[Tensor], float], x: Tensor, scale: float, *, h: float = 1e-6,
-    wide: float = 1e-2,
+    wide: float = 1e-2, kink: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The central difference of ``fn`` at ``x`` (float64), coordinate by coordinate, and its
     error bound ``c·ε·scale/h + h²/3·|f'''|`` per coordinate (module docstring).
@@ -38,6 +38,10 @@ def central_difference(
         scale: S, the magnitude of the values summed to make f.
         h: the step.
         wide: the step of the third difference that estimates f'''.
+        kink: f may have a kink at ``x`` (smooth on each side, one-sided derivatives g±, as
+            at a tie of sorted scores): the difference tends to (g₊ + g₋)/2 with an error
+            h/4·|f''₊ − f''₋| + O(h²), so the bound adds h/2·(|f''₊| + |f''₋|) (twice that
+            term), f''± from one-sided second differences at step ``wide``.
     """
     x = x.detach()
 
@@ -46,14 +50,19 @@ def central_difference(
         moved.view(-1)[i] += step
         return fn(moved)
 
-    numeric, third = torch.empty_like(x), torch.empty_like(x)
+    numeric, third, sides = (torch.zeros_like(x) for _ in range(3))
     with torch.no_grad():
         for i in range(x.numel()):
             numeric.view(-1)[i] = (at(i, h) - at(i, -h)) / (2 * h)
             third.view(-1)[i] = (at(i, 2 * wide) - 2 * at(i, wide) + 2 * at(i, -wide)
                                  - at(i, -2 * wide)) / (2 * wide**3)
+            if kink:
+                centre = at(i, 0.0)
+                sides.view(-1)[i] = (
+                    abs(at(i, 2 * wide) - 2 * at(i, wide) + centre)
+                    + abs(centre - 2 * at(i, -wide) + at(i, -2 * wide))) / wide**2
     eps = torch.finfo(torch.float64).eps
-    return numeric, ROUNDINGS * eps * scale / h + 2 * h**2 / 6 * third.abs()
+    return numeric, ROUNDINGS * eps * scale / h + 2 * h**2 / 6 * third.abs() + h / 2 * sides
 
 
 def problem_scale(problem) -> float:
