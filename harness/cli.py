@@ -8,6 +8,7 @@
     estibench list [estimators|problems]
     estibench measure PROBLEM_SPEC ESTIMATOR_SPEC [--num-samples N] [--replicates R]
                       [--seed S] [--device cpu|cuda] [--dtype float32|float64] [--json]
+                      [--memory-budget SIZE] [--reference-replicates R] [--reference-seed S]
 
 A user's mistake (unknown name, bad option, incompatible pair, unavailable device) prints one
 line, ``estibench: error: ...``, and exits with status 2; tracebacks are for our bugs.
