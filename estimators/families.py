@@ -49,11 +49,8 @@ def register_family(dist_type: type, family: str, sampler: Sampler,
 
 def sampler_elements(dist: Distribution) -> int:
     """Numbers ``draw`` creates for ``dist`` besides the samples (0 unless registered)."""
-    base = base_distribution(dist)
-    for cls in type(base).__mro__:
-        if cls in _SAMPLER_ELEMENTS:
-            return int(_SAMPLER_ELEMENTS[cls](base))
-    return 0
+    base, count = _lookup(_SAMPLER_ELEMENTS, dist, default=None)
+    return 0 if count is None else int(count(base))
 
 
 def base_distribution(dist: Distribution) -> Distribution:
@@ -63,11 +60,15 @@ def base_distribution(dist: Distribution) -> Distribution:
     return dist
 
 
-def _lookup(table: dict, dist: Distribution):
+def _lookup(table: dict, dist: Distribution, **default):
+    """(base distribution, the entry of ``table`` for its type or a base class of it); the
+    ``default`` keyword's value when there is none, else ``IncompatibleError``."""
     base = base_distribution(dist)
     for cls in type(base).__mro__:
         if cls in table:
             return base, table[cls]
+    if "default" in default:
+        return base, default["default"]
     known = ", ".join(sorted(t.__name__ for t in table))
     raise IncompatibleError(
         f"no estimator family is registered for {type(base).__name__} (registered: {known})"

@@ -83,6 +83,24 @@ def describe(budget: int | float | str | None) -> str:
     return f"the default, {DEFAULT_FRACTION:.0%} of the memory available now"
 
 
+def resolve(device: torch.device, budget: int | float | str | None) -> tuple[int, str]:
+    """(the budget in bytes, how it was set): ``memory_budget`` and ``describe`` at once."""
+    return memory_budget(device, budget), describe(budget)
+
+
+def require(needed: int, subject: str, purpose: str, budget: int, source: str,
+            instead: str) -> None:
+    """``MemoryBudgetError``, one line, when ``needed`` bytes exceed ``budget``: what needs
+    them and for what, the budget and how it was set, how to raise it or what to lower."""
+    if needed > budget:
+        from reports.units import size
+
+        raise MemoryBudgetError(
+            f"{subject} needs about {size(needed)} {purpose}, more than the memory budget of "
+            f"{size(budget)} ({source}); raise it with --memory-budget (or ${ENV}), or {instead}"
+        )
+
+
 class MemoryBudgetError(UserError):
     """One replicate of a cell would need more memory than its budget."""
 

@@ -15,7 +15,6 @@ error, drawn with a generator independent of the estimates'.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,14 +27,11 @@ from estimators.errors import IncompatibleError, UserError
 from estimators.registry import format_spec
 from harness import budget as budget_module
 from harness import memory, provenance
-from harness.budget import ENV as budget_env
-from harness.budget import MemoryBudgetError
 from harness.compat import incompatibility
 from harness.progress import progress
 from harness.record import FIELDS
 from harness.stats import summarise
 from problems import PROBLEMS, Problem
-from reports.units import size
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 REFERENCE_ESTIMATOR = "reinforce:baseline=loo"
@@ -112,13 +108,9 @@ def replicates_per_pass(
     """How many replicates one batched pass draws: as many as fit in min(budget, PASS_BYTES),
     at most ``most``; ``MemoryBudgetError`` when not even one fits in ``budget``."""
     per_replicate = replicate_bytes(problem, estimator, num_samples)
-    if per_replicate > budget:
-        raise MemoryBudgetError(
-            f"{estimator.spec} on {problem.spec} with num_samples={num_samples} needs about "
-            f"{size(per_replicate)} for one estimate, more than the memory budget of "
-            f"{size(budget)} ({budget_source}); raise it with --memory-budget (or "
-            f"${budget_env}), or lower num_samples"
-        )
+    budget_module.require(per_replicate, f"{estimator.spec} on {problem.spec} with "
+                          f"num_samples={num_samples}", "for one estimate", budget,
+                          budget_source, "lower num_samples")
     return max(1, min(most, min(budget, PASS_BYTES) // max(per_replicate, 1)))
 
 
@@ -148,9 +140,7 @@ def estimate_chunks(
     estimate of ``replicate_bytes``. A cell whose one replicate does not fit raises
     ``MemoryBudgetError`` before anything is drawn.
     """
-    device = problem.parameters()[0].device
-    source = budget_module.describe(memory_budget)
-    budget = budget_module.memory_budget(device, memory_budget)
+    budget, source = budget_module.resolve(problem.parameters()[0].device, memory_budget)
     chunk_size = replicates_per_pass(problem, estimator, num_samples, budget=budget,
                                      budget_source=source, most=chunk_size)
     params = problem.parameters()
@@ -416,18 +406,12 @@ def measure(
 
     work = problem.to(device, dtype)
     # Refuse a cell that cannot fit before anything is drawn (the reference is checked too).
-    budget = budget_module.memory_budget(device, memory_budget)
-    replicates_per_pass(work, estimator, num_samples, budget=budget,
-                        budget_source=budget_module.describe(memory_budget))
+    budget, source = budget_module.resolve(device, memory_budget)
+    replicates_per_pass(work, estimator, num_samples, budget=budget, budget_source=source)
     dims = sum(p.numel() for p in work.parameters())
-    statistics_bytes = replicates * dims * 8 * STATISTICS_COPIES
-    if statistics_bytes > budget:
-        raise MemoryBudgetError(
-            f"{replicates} estimates of {dims} coordinates need about {size(statistics_bytes)} "
-            f"for their statistics, more than the memory budget of {size(budget)} "
-            f"({budget_module.describe(memory_budget)}); lower --replicates, or raise the "
-            f"budget with --memory-budget (or ${budget_env})"
-        )
+    budget_module.require(replicates * dims * 8 * STATISTICS_COPIES,
+                          f"keeping {replicates} estimates of {dims} coordinates",
+                          "for their statistics", budget, source, "lower --replicates")
     if reference is None:
         reference = true_gradient(problem, device=device,
                                   seed=seed if reference_seed is None else reference_seed,

@@ -39,9 +39,8 @@ def study_references(study: Study, cells: list[Cell], store: Store, *,
                      memory_budget: int | str | None = None) -> dict[str, dict]:
     """{reference_key: TrueGradient JSON} for every measurement cell whose problem has no exact
     gradient; loaded from the store where it already is, else computed here and stored."""
-    import torch
-
     from harness.measure import resolve_device, true_gradient
+    from harness.runner import torch_threads
     from problems import PROBLEMS
 
     pairs = dict.fromkeys((cell.problem, cell.setting("device"))
@@ -52,18 +51,15 @@ def study_references(study: Study, cells: list[Cell], store: Store, *,
     for key, (problem, device) in wanted.items():
         stored = store.reference(key)
         if stored is None:
-            previous_threads = torch.get_num_threads()
-            torch.set_num_threads(study.threads)
             try:
-                stored = true_gradient(
-                    PROBLEMS.make(problem), device=resolve_device(device),
-                    seed=reference_seed(study, problem, device),
-                    show_progress=show_progress, memory_budget=memory_budget,
-                ).to_json()
-            except UserError:  # the cells will fail with this reason themselves
+                with torch_threads(study.threads):
+                    stored = true_gradient(
+                        PROBLEMS.make(problem), device=resolve_device(device),
+                        seed=reference_seed(study, problem, device),
+                        show_progress=show_progress, memory_budget=memory_budget,
+                    ).to_json()
+            except UserError:  # the cells draw it themselves, or fail with this reason
                 continue
-            finally:
-                torch.set_num_threads(previous_threads)
             store.write_reference(key, problem, device, stored)
         found[key] = stored
     return found

@@ -56,44 +56,54 @@ def _failed(error: str, trace: str, started: float) -> dict:
 
 def run_cell(job: CellJob) -> dict:
     """Run one cell; never raises: failures come back as ``status='failed'`` with the error."""
-    import torch
-
     cell = job.cell
     started = time.time()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
     try:
-        if cell.kind == "measure":
-            from harness.measure import TrueGradient, measure
+        with torch_threads(job.threads):
+            if cell.kind == "measure":
+                from harness.measure import TrueGradient, measure
 
-            record = measure(
-                cell.problem, cell.estimator, num_samples=cell.num_samples,
-                replicates=cell.setting("replicates"), seed=cell.cell_seed,
-                device=cell.setting("device"), dtype=cell.setting("dtype"),
-                timing=job.timing, memory_profile=job.memory,
-                memory_budget=job.memory_budget, reference_seed=job.reference_seed,
-                reference=None if job.reference is None else TrueGradient.from_json(job.reference),
-            )
-        else:
-            from harness.training import train
+                reference = None if job.reference is None else TrueGradient.from_json(
+                    job.reference)
+                record = measure(
+                    cell.problem, cell.estimator, num_samples=cell.num_samples,
+                    replicates=cell.setting("replicates"), seed=cell.cell_seed,
+                    device=cell.setting("device"), dtype=cell.setting("dtype"),
+                    timing=job.timing, memory_profile=job.memory,
+                    memory_budget=job.memory_budget, reference_seed=job.reference_seed,
+                    reference=reference,
+                )
+            else:
+                from harness.training import train
 
-            record = train(
-                cell.problem, cell.estimator, num_samples=cell.num_samples,
-                optimizer=cell.setting("optimizer"),
-                learning_rate=cell.setting("learning_rate"), steps=cell.setting("steps"),
-                eval_every=cell.setting("eval_every"),
-                variance_replicates=cell.setting("variance_replicates"),
-                seed=cell.cell_seed, device=cell.setting("device"), dtype=cell.setting("dtype"),
-                memory_budget=job.memory_budget,
-            )
+                record = train(
+                    cell.problem, cell.estimator, num_samples=cell.num_samples,
+                    optimizer=cell.setting("optimizer"),
+                    learning_rate=cell.setting("learning_rate"), steps=cell.setting("steps"),
+                    eval_every=cell.setting("eval_every"),
+                    variance_replicates=cell.setting("variance_replicates"),
+                    seed=cell.cell_seed, device=cell.setting("device"),
+                    dtype=cell.setting("dtype"), memory_budget=job.memory_budget,
+                )
         return {"status": "ok", "record": record, "started": started, "finished": time.time()}
     except Exception as error:  # noqa: BLE001 - a failed cell is stored, never fatal
         message = str(error) if isinstance(error, UserError) else (
             f"{type(error).__name__}: {error}")
         return _failed(message.splitlines()[0] if message else repr(error),
                        traceback.format_exc(), started)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Within: torch runs ``count`` threads; the previous number comes back after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------- executors
@@ -263,7 +273,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
 
 
 @dataclasses.dataclass
