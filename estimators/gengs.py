@@ -32,12 +32,12 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators import noise
-from estimators.base import (SAMPLE_COPIES, Estimator, EstimatorInfo, Objective, register,
-                             sample_numel)
+from estimators.base import SAMPLE_COPIES, EstimatorInfo, register, sample_numel
 from estimators.counts import support_bound, support_log_probs
 from estimators.errors import UserError
 from estimators.families import base_distribution
 from estimators.registry import Option, at_least, positive
+from estimators.relaxation import Relaxation, twin
 
 
 def _tail(value: float) -> str | None:
@@ -55,7 +55,7 @@ OPTIONS = (
 )
 
 
-class _GenGSBase(Estimator):
+class _GenGSBase(Relaxation):
     def truncated_log_probs(self, dist: Distribution) -> tuple[Tensor, Tensor, Tensor]:
         """(support values ``[K+1]``, log π ``[*batch, K+1]`` (−inf past each element's K),
         per-element K ``[*batch]``)."""
@@ -108,15 +108,21 @@ class _GenGSBase(Estimator):
         log_pi = log_pi.masked_fill(beyond, -math.inf).to(dtype)
         return values.to(dtype), log_pi, level
 
-    def relaxed(self, dist: Distribution, num_samples: int, generator: torch.Generator):
-        """(relaxed counts ``[S, *batch]``, hard counts from the same noise ``[S, *batch]``)."""
-        self.check_inputs(dist, num_samples)
-        values, log_pi, _ = self.truncated_log_probs(dist)
-        keys = log_pi + noise.gumbel((num_samples,) + tuple(log_pi.shape), generator, like=log_pi)
+    def noisy_keys(self, dist: Distribution, num_samples: int,
+                   generator: torch.Generator) -> Tensor:
+        """log π + Gumbel noise over the truncated support 0..K, ``[S, *batch, K+1]``."""
+        _, log_pi, _ = self.truncated_log_probs(dist)
+        return log_pi + noise.gumbel((num_samples,) + tuple(log_pi.shape), generator,
+                                     like=log_pi)
+
+    def harden(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return keys.argmax(-1).to(keys.dtype)  # the support values are 0..K
+
+    def soften(self, dist: Distribution, keys: Tensor) -> Tensor:
+        """The relaxed count: the support values weighted by softmax(keys / τ)."""
         weights = torch.softmax(keys / self.temperature, dim=-1)  # [S, *batch, K+1]
-        relaxed = (weights * values).sum(-1)
-        hard = values[keys.detach().argmax(-1)]
-        return relaxed, hard
+        values = torch.arange(keys.shape[-1], device=keys.device, dtype=keys.dtype)
+        return (weights * values).sum(-1)
 
     def pass_elements(self, dist: Distribution, num_samples: int) -> int:
         """Per sample and element, the K + 1 keys, weights and their gradients (the samples'
@@ -150,29 +156,10 @@ class GenGS(_GenGSBase):
         references="Joo et al. 2020",
     )
 
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        relaxed, _ = self.relaxed(dist, num_samples, generator)
-        return f(relaxed).mean(0)
 
-
-@register
-class STGenGS(_GenGSBase):
-    info = EstimatorInfo(
-        name="st-gengs",
-        description="Straight-through GenGS: the hard (truncated) count forward, the relaxed "
-        "count backward.",
-        families=("count",),
-        unbiased=False,
-        pathwise=True,
-        needs_relaxable=True,
-        options=OPTIONS,
-        references="Joo et al. 2020 (straight-through variant)",
-    )
-
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        relaxed, hard = self.relaxed(dist, num_samples, generator)
-        return f(hard + (relaxed - relaxed.detach())).mean(0)
+STGenGS = register(twin(
+    GenGS, "STGenGS", name="st-gengs",
+    description="Straight-through GenGS: the hard (truncated) count forward, the relaxed "
+    "count backward.",
+    references="Joo et al. 2020 (straight-through variant)",
+))

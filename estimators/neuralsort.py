@@ -34,9 +34,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 from torch.utils.checkpoint import checkpoint
 
-from estimators.base import Estimator, EstimatorInfo, Objective, register
+from estimators.base import EstimatorInfo, register
 from estimators.plackett_luce import PlackettLuce, permutation_matrix_of
 from estimators.registry import Option, positive
+from estimators.relaxation import Relaxation, twin
 
 
 def _tie_bounds(ascending: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,26 +164,26 @@ def _options(default_tau: float) -> tuple[Option, ...]:
     )
 
 
-class _SortRelaxation(Estimator):
+class _SortRelaxation(Relaxation):
+    """Gumbel-perturbed scores (or the scores themselves), their sorting permutation, and
+    its relaxation ``RELAXATIONS[relaxation]``."""
+
     relaxation: str
 
-    def relaxed(self, dist: Distribution, num_samples: int,
-                generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(relaxed matrices ``[S, *batch, n, n]``, the scores they relax ``[S, *batch, n]``)."""
-        self.check_inputs(dist, num_samples)
+    def noisy_keys(self, dist: Distribution, num_samples: int,
+                   generator: torch.Generator) -> Tensor:
         if not isinstance(dist, PlackettLuce):
             raise TypeError(f"{self.info.name} needs a PlackettLuce distribution")
         if self.stochastic:
-            keys = dist.keys((num_samples,), generator)
-        else:  # deterministic: the same relaxation for every sample
-            keys = dist.scores.unsqueeze(0).expand((num_samples,) + dist.scores.shape)
-        return RELAXATIONS[self.relaxation](keys, self.temperature), keys
+            return dist.keys((num_samples,), generator)
+        # deterministic: the same relaxation for every sample
+        return dist.scores.unsqueeze(0).expand((num_samples,) + dist.scores.shape)
 
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        relaxed, _ = self.relaxed(dist, num_samples, generator)
-        return f(relaxed).mean(0)
+    def harden(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return permutation_matrix_of(keys.argsort(-1, descending=True), keys)
+
+    def soften(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return RELAXATIONS[self.relaxation](keys, self.temperature)
 
 
 @register
@@ -217,24 +218,9 @@ class SoftSort(_SortRelaxation):
     )
 
 
-@register
-class STNeuralSort(_SortRelaxation):
-    relaxation = "neuralsort"
-    info = EstimatorInfo(
-        name="st-neuralsort",
-        description="Straight-through NeuralSort: the hard sorting permutation forward, the "
-        "NeuralSort matrix backward.",
-        families=("permutation",),
-        unbiased=False,
-        pathwise=True,
-        needs_relaxable=True,
-        options=_options(1.0),
-        references="Grover et al. 2019 (straight-through variant)",
-    )
-
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        relaxed, keys = self.relaxed(dist, num_samples, generator)
-        hard = permutation_matrix_of(keys.detach().argsort(-1, descending=True), relaxed)
-        return f(hard + (relaxed - relaxed.detach())).mean(0)
+STNeuralSort = register(twin(
+    NeuralSort, "STNeuralSort", name="st-neuralsort",
+    description="Straight-through NeuralSort: the hard sorting permutation forward, the "
+    "NeuralSort matrix backward.",
+    references="Grover et al. 2019 (straight-through variant)",
+))

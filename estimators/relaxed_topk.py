@@ -42,8 +42,9 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators import native
-from estimators.base import Estimator, EstimatorInfo, Objective, register, sample_numel
+from estimators.base import Estimator, EstimatorInfo, register, sample_numel
 from estimators.gumbel_softmax import TEMPERATURE
+from estimators.relaxation import Relaxation, twin
 from estimators.subset import Subset, topk_khot
 
 
@@ -294,16 +295,30 @@ def _relaxed_topk_elements(self: Estimator, dist: Distribution, num_samples: int
         num_samples * sample_numel(dist) * steps)
 
 
-def _subset_inputs(estimator: Estimator, dist: Distribution, num_samples: int,
-                   generator: torch.Generator) -> tuple[Subset, Tensor]:
-    estimator.check_inputs(dist, num_samples)
-    if not isinstance(dist, Subset):
-        raise TypeError(f"{estimator.info.name} needs a Subset distribution, got {type(dist).__name__}")
-    return dist, dist.keys((num_samples,), generator)  # [S, *batch, n]
+class _RelaxedTopKBase(Relaxation):
+    """Gumbel-perturbed logits, their top-k, and the relaxed top-k of them."""
+
+    def noisy_keys(self, dist: Distribution, num_samples: int,
+                   generator: torch.Generator) -> Tensor:
+        if not isinstance(dist, Subset):
+            raise TypeError(f"{self.info.name} needs a Subset distribution, got "
+                            f"{type(dist).__name__}")
+        return dist.keys((num_samples,), generator)  # [S, *batch, n]
+
+    def harden(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return topk_khot(keys, dist.k)
+
+    def soften(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return relaxed_topk(keys, dist.k, self.temperature)
+
+    def diagnostics(self, dist: Distribution) -> dict:
+        return {"kernel": implementation(dist.logits)}
+
+    pass_elements = _relaxed_topk_elements
 
 
 @register
-class RelaxedTopK(Estimator):
+class RelaxedTopK(_RelaxedTopKBase):
     info = EstimatorInfo(
         name="relaxed-topk",
         description="Relaxed top-k: f on k successive softmaxes of Gumbel-perturbed logits.",
@@ -315,38 +330,9 @@ class RelaxedTopK(Estimator):
         references="Xie & Ermon 2019",
     )
 
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        dist, keys = _subset_inputs(self, dist, num_samples, generator)
-        return f(relaxed_topk(keys, dist.k, self.temperature)).mean(0)
 
-    def diagnostics(self, dist: Distribution) -> dict:
-        return {"kernel": implementation(dist.logits)}
-
-    pass_elements = _relaxed_topk_elements
-
-
-@register
-class STRelaxedTopK(Estimator):
-    info = EstimatorInfo(
-        name="st-relaxed-topk",
-        description="Straight-through relaxed top-k: exact top-k forward, relaxed gradient.",
-        families=("subset",),
-        unbiased=False,
-        pathwise=True,
-        needs_relaxable=True,
-        options=(TEMPERATURE,),
-        references="Xie & Ermon 2019 (straight-through variant)",
-    )
-
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        dist, keys = _subset_inputs(self, dist, num_samples, generator)
-        relaxed = relaxed_topk(keys, dist.k, self.temperature)
-        hard = topk_khot(keys.detach(), dist.k)
-        return f(hard + (relaxed - relaxed.detach())).mean(0)
-
-    diagnostics = RelaxedTopK.diagnostics
-    pass_elements = _relaxed_topk_elements
+STRelaxedTopK = register(twin(
+    RelaxedTopK, "STRelaxedTopK", name="st-relaxed-topk",
+    description="Straight-through relaxed top-k: exact top-k forward, relaxed gradient.",
+    references="Xie & Ermon 2019 (straight-through variant)",
+))

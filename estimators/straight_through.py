@@ -6,7 +6,9 @@ the probabilities p = E[z] (sigmoid(logits) or softmax(logits)):
     ĝ = (1/S) Σ_s (∂p/∂θ)ᵀ ∇f(z_s)
 
 Pathwise and biased (unbiased only when f is linear). The objective must accept real-valued
-input for its gradient to exist, but it is only ever evaluated at hard samples.
+input for its gradient to exist, but it is only ever evaluated at hard samples. It is the
+Gumbel relaxation's straight-through estimator with the probabilities as the carrier
+(``estimators.relaxation``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from estimators.base import Estimator, EstimatorInfo, Objective, register
-from estimators.families import base_distribution, draw
+from estimators.base import EstimatorInfo, register
+from estimators.families import base_distribution
+from estimators.gumbel_softmax import GumbelRelaxation
 
 
 @register
-class StraightThrough(Estimator):
+class StraightThrough(GumbelRelaxation):
+    straight_through = True
     info = EstimatorInfo(
         name="straight-through",
         description="Hard sample forward, gradient of the probabilities backward.",
@@ -31,10 +35,6 @@ class StraightThrough(Estimator):
         references="Bengio et al. 2013",
     )
 
-    def surrogate(
-        self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator
-    ) -> Tensor:
-        self.check_inputs(dist, num_samples)
-        z = draw(dist, num_samples, generator)  # [S, *batch, *event]
-        probs = base_distribution(dist).probs  # [*batch, *event], differentiable in θ
-        return f(z + (probs - probs.detach())).mean(0)
+    def carrier(self, dist: Distribution, keys: Tensor, hard: Tensor,
+                generator: torch.Generator) -> Tensor:
+        return base_distribution(dist).probs  # [*batch, *event], broadcast over the samples
