@@ -62,6 +62,10 @@ class EstimatorInfo:
     ``needs_relaxable``: calls the objective on relaxed (non-discrete) samples.
     ``needs_enumerable``: enumerates the joint support (small problems only).
     ``log_prob``: for score-function estimators, which log-probability they differentiate.
+    ``evaluations_per_sample``: how many times one sample (as the estimator's paper counts
+    samples: a DisARM antithetic pair is one) evaluates the objective f; ``None`` where it
+    depends on the problem (the exact estimator evaluates the whole support). Pathwise
+    estimators also take one ∂f (a backward pass through f) per evaluation.
     """
 
     name: str
@@ -75,6 +79,7 @@ class EstimatorInfo:
     expected_failures: tuple[ExpectedFailure, ...] = ()
     log_prob: str = ""
     references: str = ""
+    evaluations_per_sample: int | None = 1
 
 
 class Estimator(Configurable):
@@ -92,11 +97,11 @@ class Estimator(Configurable):
         """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
         return 1
 
-    def objective_samples(self, dist: Distribution, num_samples: int) -> int:
-        """How many samples one estimate evaluates the objective on (its first dimension):
-        ``num_samples`` unless the estimator evaluates more (the exact estimator: the support).
-        """
-        return num_samples
+    def objective_evaluations(self, dist: Distribution, num_samples: int) -> int:
+        """How many times one estimate evaluates the objective f (the first dimension of what
+        f sees, summed over its calls): ``num_samples · info.evaluations_per_sample``; the
+        record's ``objective_evaluations``, so that estimators compare at equal cost."""
+        return num_samples * self.info.evaluations_per_sample
 
     def pass_elements(self, dist: Distribution, num_samples: int) -> int:
         """An upper bound on the numbers (tensor elements) that one estimate on ``dist`` creates

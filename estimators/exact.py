@@ -60,15 +60,16 @@ class Exact(Estimator):
         unbiased=True,
         pathwise=False,
         needs_enumerable=True,
+        evaluations_per_sample=None,
     )
 
-    def objective_samples(self, dist: Distribution, num_samples: int) -> int:
+    def objective_evaluations(self, dist: Distribution, num_samples: int) -> int:
         return enumerate_joint(dist).shape[0]
 
     def pass_elements(self, dist: Distribution, num_samples: int) -> int:
         """Every support point is a sample (``num_samples`` plays no part), plus the set
         probability's programme on subsets."""
-        size = self.objective_samples(dist, num_samples)
+        size = self.objective_evaluations(dist, num_samples)
         elements = super().pass_elements(dist, size)
         if isinstance(dist, Subset):
             elements += size * dist.log_prob_elements()

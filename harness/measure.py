@@ -96,7 +96,7 @@ def replicate_bytes(problem: Problem, estimator: Estimator, num_samples: int) ->
     constant)."""
     dist = problem.distribution()
     numbers = estimator.pass_elements(dist, num_samples)
-    numbers += estimator.objective_samples(dist, num_samples) * (problem.sample_elements() or 0)
+    numbers += estimator.objective_evaluations(dist, num_samples) * (problem.sample_elements() or 0)
     itemsize = torch.empty((), dtype=problem.parameters()[0].dtype).element_size()
     return int(numbers) * itemsize
 
@@ -437,6 +437,8 @@ def measure(
         "problem": problem.spec,
         "estimator": estimator.spec,
         "num_samples": num_samples,
+        "objective_evaluations": estimator.objective_evaluations(work.distribution(),
+                                                                 num_samples),
         "replicates": replicates,
         "seed": seed,
         "device": str(device),

@@ -30,7 +30,8 @@ METRICS: dict[str, str] = {
 IDENTITY: dict[str, str] = {
     "problem": "canonical problem spec",
     "estimator": "canonical estimator spec",
-    "num_samples": "samples averaged in one estimate",
+    "num_samples": "samples averaged in one estimate (as the estimator's paper counts them)",
+    "objective_evaluations": "evaluations of f in one estimate (pathwise: also one ∂f each)",
     "replicates": "R, independent estimates at the same θ",
     "seed": "seed of the estimates' generator",
     "device": "torch device the estimates ran on",

@@ -125,6 +125,8 @@ def train(
         "problem": problem_obj.spec,
         "estimator": estimator_obj.spec,
         "num_samples": num_samples,
+        "objective_evaluations": estimator_obj.objective_evaluations(work.distribution(),
+                                                                     num_samples),
         "seed": seed,
         "device": str(torch_device),
         "dtype": dtype,

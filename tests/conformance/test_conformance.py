@@ -5,7 +5,7 @@ Pairs come from the example specs in ``examples.py`` (every registered entry has
 pair cannot run. Test ids are ``problem-spec|estimator-spec``.
 
 Checks: surrogate and gradient shapes, dtype and device; finite gradients; the same generator
-gives the same estimate; replicates are independent (the batched pass is a loop in disguise);
+gives the same estimate; f is evaluated ``objective_evaluations`` times; replicates are independent (the batched pass is a loop in disguise);
 for every estimator whose info says unbiased, a statistical test of unbiasedness against the
 exact gradient (false-alarm rate in tests/statistical.py). Known failures are read from
 ``info.expected_failures``, never from names.
@@ -88,6 +88,24 @@ def test_same_generator_same_estimate(problem_spec, estimator_spec):
                                    generator=torch.Generator().manual_seed(123))
         results.append((loss.detach(), torch.autograd.grad(loss.sum(), theta)))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
+def test_objective_evaluations_count_what_f_sees(problem_spec, estimator_spec):
+    """The record's ``objective_evaluations`` is the number of samples f was evaluated on."""
+    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
+    work, _ = replicated(problem, 3, "cpu", torch.float64)
+    seen = []
+
+    def counted(z):
+        seen.append(z.shape[0])
+        return work.objective(z)
+
+    num_samples = max(3, estimator.min_samples())
+    dist = work.distribution()
+    estimator.surrogate(dist, counted, num_samples=num_samples,
+                        generator=torch.Generator().manual_seed(5))
+    assert sum(seen) == estimator.objective_evaluations(dist, num_samples)
 
 
 @pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)

@@ -17,7 +17,8 @@ def test_list_shows_names_families_defaults_and_descriptions(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for text in ("reinforce", "baseline=none (none|loo)", "gumbel-softmax", "temperature=0.5",
-                 "bernoulli-toy", "categorical-linear", "k=10", "bernoulli, categorical"):
+                 "bernoulli-toy", "categorical-linear", "k=10", "bernoulli, categorical",
+                 "f evaluations: 1 per sample", "f evaluations: one per support point"):
         assert text in out
 
 

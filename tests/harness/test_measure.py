@@ -35,6 +35,16 @@ def test_record_has_exactly_the_documented_fields_and_is_json():
     assert record["time_per_estimate_s"] > 0 and record["peak_memory_bytes"] >= 0
     assert record["problem"] == "bernoulli-toy:dim=2,target=0.45,logit=0.0"
     assert record["estimator"] == "reinforce:baseline=none,set_probability=auto"
+    assert record["objective_evaluations"] == 1
+
+
+def test_objective_evaluations_per_estimate_in_the_record():
+    """num_samples · evaluations per sample; the exact estimator evaluates the whole support
+    (2^3 points for three Bernoulli variables) whatever num_samples is."""
+    loo = measure("bernoulli-toy:dim=3", "reinforce:baseline=loo", num_samples=4, replicates=20,
+                  **QUIET)
+    exact = measure("bernoulli-toy:dim=3", "exact", num_samples=4, replicates=20, **QUIET)
+    assert (loo["objective_evaluations"], exact["objective_evaluations"]) == (4, 8)
 
 
 def test_same_seed_same_record_and_other_seed_other_numbers():
