@@ -10,6 +10,7 @@ Example:
 """
 
 from estimators import (  # noqa: F401  (importing registers)
+    antithetic,
     counts,
     exact,
     gengs,

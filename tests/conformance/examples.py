@@ -43,6 +43,8 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "st-neuralsort": ["st-neuralsort:temperature=1.0"],
     "gengs": ["gengs:temperature=0.5", "gengs:temperature=0.3,tail=0.01,remainder=renormalize"],
     "st-gengs": ["st-gengs:temperature=1.0"],
+    "arm": ["arm"],
+    "disarm": ["disarm"],
 }
 
 
