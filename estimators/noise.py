@@ -26,7 +26,11 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor)
 
 def gumbel(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor) -> Tensor:
     """Standard Gumbel noise g = -log(-log u), finite, in ``like.dtype``."""
-    u = uniform(shape, generator, like=like)
+    return gumbel_of(uniform(shape, generator, like=like), like=like)
+
+
+def gumbel_of(u: Tensor, *, like: Tensor) -> Tensor:
+    """The Gumbel variates −log(−log u) of float64 uniforms ``u``, in ``like.dtype``."""
     return (-torch.log(-torch.log(u))).to(like.dtype)
 
 
@@ -36,5 +40,9 @@ def logistic(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor
     The difference of two independent Gumbel variates, and the noise of the binary Concrete
     relaxation (Maddison et al. 2017).
     """
-    u = uniform(shape, generator, like=like)
+    return logistic_of(uniform(shape, generator, like=like), like=like)
+
+
+def logistic_of(u: Tensor, *, like: Tensor) -> Tensor:
+    """The logistic variates log u − log(1 − u) of float64 uniforms ``u``, in ``like.dtype``."""
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
