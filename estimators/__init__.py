@@ -19,6 +19,7 @@ from estimators import (  # noqa: F401  (importing registers)
     reinforce,
     relaxed_topk,
     straight_through,
+    unordered_set,
 )
 from estimators.base import ESTIMATORS, Estimator, EstimatorInfo, ExpectedFailure, register
 from estimators.errors import IncompatibleError, SpecError, UserError

@@ -61,6 +61,9 @@ class EstimatorInfo:
     ``unbiased`` and ``pathwise`` are separate facts: straight-through is pathwise and biased.
     ``needs_relaxable``: calls the objective on relaxed (non-discrete) samples.
     ``needs_enumerable``: enumerates the joint support (small problems only).
+    ``needs_single_variable``: works on one variable of its family, not on a product of
+    several (the unordered-set estimator samples one variable's categories without
+    replacement).
     ``log_prob``: for score-function estimators, which log-probability they differentiate.
     ``evaluations_per_sample``: how many times one sample (as the estimator's paper counts
     samples: a DisARM antithetic pair is one) evaluates the objective f; ``None`` where it
@@ -75,6 +78,7 @@ class EstimatorInfo:
     pathwise: bool
     needs_relaxable: bool = False
     needs_enumerable: bool = False
+    needs_single_variable: bool = False
     options: tuple[Option, ...] = ()
     expected_failures: tuple[ExpectedFailure, ...] = ()
     log_prob: str = ""
@@ -96,6 +100,11 @@ class Estimator(Configurable):
     def min_samples(self) -> int:
         """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
         return 1
+
+    def max_samples(self, dist: Distribution) -> int | None:
+        """The most ``num_samples`` one estimate on ``dist`` can take (distinct categories drawn
+        without replacement: their number), or None for no limit."""
+        return None
 
     def objective_evaluations(self, dist: Distribution, num_samples: int) -> int:
         """How many times one estimate evaluates the objective f (the first dimension of what
@@ -143,6 +152,12 @@ class Estimator(Configurable):
             raise UserError(
                 f"estimator {self.spec!r} needs num_samples >= {self.min_samples()}, "
                 f"got {num_samples}"
+            )
+        most = self.max_samples(dist)
+        if most is not None and num_samples > most:
+            raise UserError(
+                f"estimator {self.spec!r} takes at most num_samples={most} on this "
+                f"distribution (it draws distinct outcomes without replacement); got {num_samples}"
             )
         if dist._validate_args:
             check_finite_parameters(dist)

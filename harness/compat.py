@@ -19,6 +19,11 @@ def incompatibility(problem: Problem, estimator: Estimator) -> str | None:
             f"estimator {e.name!r} evaluates the objective on relaxed samples, and the "
             f"objective of {p.name!r} accepts only discrete ones"
         )
+    if e.needs_single_variable and not p.single_variable:
+        return (
+            f"estimator {e.name!r} works on one {p.family} variable, and {p.name!r} is a "
+            "product of several (its joint domain cannot be sampled without replacement)"
+        )
     if e.needs_enumerable and not p.enumerable:
         return (
             f"estimator {e.name!r} enumerates the support, and the support of "

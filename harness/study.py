@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from estimators import ESTIMATORS
+from estimators import ESTIMATORS, Estimator
 from estimators.errors import UserError
 from estimators.registry import format_spec, split_spec
 from harness.compat import incompatibility
@@ -149,6 +149,15 @@ class Study:
                                 Skipped(kind, problem, estimator,
                                         f"num_samples={num_samples}: {estimator} needs "
                                         f"num_samples >= {fewest}"))
+                            continue
+                        most = grid["most"].get((problem, estimator))
+                        if most is not None and num_samples > most:
+                            skipped.setdefault(
+                                (kind, problem, estimator, num_samples),
+                                Skipped(kind, problem, estimator,
+                                        f"num_samples={num_samples}: {estimator} takes at most "
+                                        f"{most} on {problem} (distinct outcomes drawn without "
+                                        "replacement)"))
                             continue
                         cell = Cell(kind, problem, estimator, num_samples, seed,
                                     tuple(sorted(grid["settings"].items())), self.seed)
@@ -331,7 +340,22 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
     return {"name": table.get("name", ""), "problems": problems, "estimators": estimators,
             "num_samples": num_samples, "seeds": seeds, "settings": settings,
             "incompatible": incompatible,
-            "fewest": {spec: e.min_samples() for spec, e in built_estimators.items()}}
+            "fewest": {spec: e.min_samples() for spec, e in built_estimators.items()},
+            "most": _most_samples(built_problems, built_estimators, incompatible)}
+
+
+def _most_samples(problems: dict, estimators: dict, incompatible: dict) -> dict:
+    """{(problem, estimator): the most num_samples the estimator takes on the problem} for the
+    compatible pairs whose estimator has such a limit (``Estimator.max_samples``); only those
+    build the problem's distribution."""
+    most = {}
+    for (problem, p), (estimator, e) in itertools.product(problems.items(), estimators.items()):
+        if (problem, estimator) in incompatible or type(e).max_samples is Estimator.max_samples:
+            continue
+        limit = e.max_samples(p.distribution())
+        if limit is not None:
+            most[(problem, estimator)] = limit
+    return most
 
 
 def parse_study(text: str, path: str = "<string>") -> Study:

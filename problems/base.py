@@ -39,6 +39,8 @@ class ProblemInfo:
     ``exact``: ``expected_objective`` is implemented (the true gradient is exact).
     ``relaxable``: the objective accepts relaxed (continuous) samples.
     ``enumerable``: the joint support is small enough to enumerate (the ``exact`` estimator).
+    ``single_variable``: the distribution is one variable of its family (one categorical), not
+    a product of several (estimators with ``needs_single_variable`` ask).
     """
 
     name: str
@@ -47,6 +49,7 @@ class ProblemInfo:
     exact: bool
     relaxable: bool
     enumerable: bool
+    single_variable: bool = False
     options: tuple[Option, ...] = ()
     references: str = ""
 

@@ -28,6 +28,7 @@ class CategoricalLinear(Problem):
         exact=True,
         relaxable=True,
         enumerable=True,
+        single_variable=True,
         options=(
             Option("k", 10, doc="number of categories", check=at_least(2)),
             Option("seed", 0, doc="seed of the initial logits θ and the costs c", check=at_least(0)),

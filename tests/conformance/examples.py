@@ -48,6 +48,7 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "gumbel-rao": ["gumbel-rao:temperature=0.5,mc_samples=10", "gumbel-rao:mc_samples=1"],
     "reinmax": ["reinmax:temperature=1.0", "reinmax:temperature=0.3"],
     "gst": ["gst:gap=1.0,temperature=1.0"],
+    "unordered-set": ["unordered-set"],
 }
 
 
