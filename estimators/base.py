@@ -153,6 +153,13 @@ class Estimator(Configurable):
                 f"estimator {self.spec!r} needs num_samples >= {self.min_samples()}, "
                 f"got {num_samples}"
             )
+        if self.info.needs_single_variable and base_distribution(dist) is not dist:
+            raise IncompatibleError(
+                f"estimator {self.info.name!r} works on one {family} variable, and this "
+                f"distribution is a product of several ({type(dist).__name__} over "
+                f"{type(base_distribution(dist)).__name__}); its joint domain cannot be "
+                "sampled without replacement"
+            )
         most = self.max_samples(dist)
         if most is not None and num_samples > most:
             raise UserError(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from estimators import ESTIMATORS, UserError
+from estimators import ESTIMATORS, IncompatibleError, UserError
 from estimators.subset import Subset, leave_out_log_probs
 from estimators.unordered_set import UnorderedSet
 from harness import incompatibility, measure
@@ -98,6 +98,11 @@ def test_factorised_problems_are_incompatible_with_a_reason():
     assert reason is not None and "product of several" in reason
     assert incompatibility(PROBLEMS.make("categorical-linear"),
                            ESTIMATORS.make("unordered-set")) is None
+    theta = torch.zeros(3, 4, requires_grad=True)  # three categorical variables, one problem
+    dist = torch.distributions.Independent(torch.distributions.OneHotCategorical(logits=theta), 1)
+    with pytest.raises(IncompatibleError, match="product of several"):
+        UnorderedSet().surrogate(dist, lambda z: z.sum((-1, -2)), num_samples=2,
+                                 generator=torch.Generator())
 
 
 def test_more_samples_than_categories_is_refused():
