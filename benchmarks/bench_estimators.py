@@ -22,14 +22,16 @@ CUDA without a GPU. ``tests/test_benchmarks.py`` checks that every registered es
 here for every family it supports.
 
 - ``<Family>Estimators.time_forward_backward``: one batched estimate, device synchronised, over
-  estimator × size × batch × num_samples × device.
+  estimator × size × batch × num_samples × device (a num_samples outside the estimator's
+  ``min_samples``..``max_samples`` is skipped too).
 - ``<Family>EstimatorsMemory``, per estimator × device at the largest size, batch and
   num_samples of that grid (memory varies little at the small end, and every case costs asv a
   process): ``peakmem_forward_backward``, asv's peak resident memory of the process (host,
   includes torch itself), and ``track_cuda_peak_bytes``, the CUDA allocator's peak during one
   estimate (skipped on the CPU).
-- ``Variance.track_variance``: trace of the covariance of one estimate, from
-  ``harness.measure`` with a fixed seed and R = 1000 replicates; an estimator that becomes
+- ``Variance.track_variance``: trace of the covariance of one estimate of one sample (two for
+  the unordered-set estimator, its minimum), from ``harness.measure`` with a fixed seed and
+  R = 1000 replicates; an estimator that becomes
   noisier shows up like a slowdown.
 """
 
@@ -53,9 +55,10 @@ DEVICES = ["cpu", "cuda"]
 # The estimators of each family, as fixed lists (asv params must not depend on what is
 # installed); a test checks them against the registry.
 FAMILY_ESTIMATORS = {
-    "bernoulli": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through", "exact"],
+    "bernoulli": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through", "exact",
+                  "arm", "disarm", "gumbel-rao", "reinmax", "gst"],
     "categorical": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through",
-                    "exact"],
+                    "exact", "gumbel-rao", "reinmax", "gst", "unordered-set"],
     "subset": ["reinforce", "relaxed-topk", "st-relaxed-topk", "exact"],
     "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact"],
     "count": ["reinforce", "gengs", "st-gengs", "exact"],
@@ -96,6 +99,11 @@ class _BatchedEstimate:
         reason = incompatibility(problem, self.estimator)
         if reason is not None:
             raise NotImplementedError(reason)
+        fewest = self.estimator.min_samples()
+        most = self.estimator.max_samples(problem.distribution())
+        if num_samples < fewest or (most is not None and num_samples > most):
+            raise NotImplementedError(f"{estimator} takes {fewest}..{most} samples here, "
+                                      f"not {num_samples}")
         self.problem = problem.to(self.device, torch.float32)
         self.batch = batch
         self.num_samples = num_samples
@@ -196,7 +204,8 @@ class CountEstimatorsMemory(_EstimatorMemory):
 
 
 class Variance:
-    """Variance of one estimate (num_samples=1) on a fixed problem per family, seed 0, CPU."""
+    """Variance of one estimate (num_samples=1, or the estimator's minimum: 2 for the
+    unordered-set estimator) on a fixed problem per family, seed 0, CPU."""
 
     params = (sorted({name for names in FAMILY_ESTIMATORS.values() for name in names}),
               list(VARIANCE_PROBLEMS))
@@ -212,7 +221,7 @@ class Variance:
         self.problem = problem
 
     def track_variance(self, *params):
-        record = measure(self.problem, self.estimator, num_samples=1,
+        record = measure(self.problem, self.estimator, num_samples=self.estimator.min_samples(),
                          replicates=VARIANCE_REPLICATES, seed=0, device="cpu",
                          timing=False, memory_profile=False)
         return record["variance"]

@@ -31,7 +31,13 @@ def gumbel(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor) 
 
 def gumbel_of(u: Tensor, *, like: Tensor) -> Tensor:
     """The Gumbel variates −log(−log u) of float64 uniforms ``u``, in ``like.dtype``."""
-    return (-torch.log(-torch.log(u))).to(like.dtype)
+    return torch.log(u).neg_().log_().neg_().to(like.dtype)  # one float64 buffer, in place
+
+
+def log_exponential_of(u: Tensor, *, like: Tensor) -> Tensor:
+    """log E for the Exp(1) variates E = −log u of float64 uniforms ``u`` (the negated Gumbel
+    variates of ``gumbel_of``), in ``like.dtype``."""
+    return torch.log(u).neg_().log_().to(like.dtype)
 
 
 def logistic(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor) -> Tensor:

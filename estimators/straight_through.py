@@ -60,16 +60,16 @@ def _categorical_carrier(dist: Distribution, hard: Tensor, carrier) -> Tensor:
     return carrier(two_logits, two_hard)[..., 1]
 
 
-def conditional_gumbel(log_probs: Tensor, one_hot: Tensor, gumbel: Tensor) -> Tensor:
+def conditional_gumbel(log_probs: Tensor, one_hot: Tensor, log_e: Tensor) -> Tensor:
     """Gumbel-perturbed log-probabilities drawn given that their argmax is ``one_hot``.
 
     Top-down (Paulus et al. 2021, their appendix): the maximum of log π + g is a standard
-    Gumbel M whatever the argmax D is; every other entry is Gumbel(log π_i) truncated below M,
-    −log(e^{−M} + E_i / π_i), with E_i = e^{−g_i} ~ Exp(1). ``gumbel`` ``[..., C]`` holds
-    independent standard Gumbel noise g (M is g_D); everything is in log space.
+    Gumbel M = −log E_D whatever the argmax D is; every other entry is Gumbel(log π_i)
+    truncated below M, −log(e^{−M} + E_i / π_i). ``log_e`` ``[..., C]`` holds log E for
+    independent Exp(1) variables E (``noise.log_exponential_of``); all in log space.
     """
-    top = (one_hot * gumbel).sum(-1, keepdim=True)  # M
-    others = -torch.logaddexp(-top, -gumbel - log_probs)
+    top = -(one_hot * log_e).sum(-1, keepdim=True)  # M
+    others = -torch.logaddexp(-top, log_e - log_probs)
     return torch.where(one_hot > 0, top, others)
 
 
@@ -140,7 +140,7 @@ class GumbelRao(GumbelRelaxation):
                    generator: torch.Generator) -> Tensor:
         """``[K, S, *batch, *event]``: entry 0 the noisy logits of the sample (as
         ``st-gumbel-softmax`` draws them), entries 1.. the standard noise (logistic for a
-        Bernoulli, Gumbel for a categorical) that ``carrier`` conditions on the hard sample.
+        Bernoulli, log Exp(1) for a categorical) that ``carrier`` conditions on the hard sample.
         One draw, laid out sample by sample and replicate by replicate, so that a batch of
         replicates reads the generator's stream in the order a loop of them would."""
         family = family_of(dist)
@@ -152,7 +152,7 @@ class GumbelRao(GumbelRelaxation):
         first = noise.logistic_of(u[0], like=logits) if family == "bernoulli" else \
             noise.gumbel_of(u[0], like=logits)
         rest = noise.logistic_of(u[1:], like=logits) if family == "bernoulli" else \
-            noise.gumbel_of(u[1:], like=logits)
+            noise.log_exponential_of(u[1:], like=logits)
         return torch.cat([(logits + first).unsqueeze(0), rest])
 
     def harden(self, dist: Distribution, keys: Tensor) -> Tensor:

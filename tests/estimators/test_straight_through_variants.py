@@ -57,8 +57,8 @@ def test_conditional_gumbel_matches_rejection_sampling(winner):
     accepted = keys[keys.argmax(-1) == winner]
     one_hot = torch.zeros(4, dtype=torch.float64)
     one_hot[winner] = 1
-    conditional = conditional_gumbel(log_probs, one_hot,
-                                     noise.gumbel((len(accepted), 4), generator, like=log_probs))
+    log_e = -noise.gumbel((len(accepted), 4), generator, like=log_probs)  # log Exp(1)
+    conditional = conditional_gumbel(log_probs, one_hot, log_e)
     assert (conditional.argmax(-1) == winner).all()
     z = torch.cat([two_sample_z(conditional, accepted), two_sample_z(conditional**2, accepted**2)])
     assert z.abs().max() < z_threshold(ALPHA / len(z))
