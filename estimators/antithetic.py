@@ -75,6 +75,8 @@ class _Antithetic(Estimator):
 
 @register
 class ARM(_Antithetic):
+    """ĝ_i = (f(b̃) − f(b)) (u_i − ½) (Yin & Zhou 2019); see the module docstring."""
+
     info = EstimatorInfo(
         name="arm",
         description="Augment-REINFORCE-merge: f on an antithetic pair of Bernoulli vectors, "
@@ -93,6 +95,9 @@ class ARM(_Antithetic):
 
 @register
 class DisARM(_Antithetic):
+    """ĝ_i = ½ (f(b) − f(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|θ_i|) (Dong, Mnih & Tucker 2020); see
+    the module docstring."""
+
     info = EstimatorInfo(
         name="disarm",
         description="ARM with the uniform noise integrated out given the antithetic pair: "

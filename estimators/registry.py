@@ -142,6 +142,8 @@ def coerce(owner: str, option: Option, value: Any) -> Any:
     elif expected is str:
         value = value if isinstance(value, str) else format_value(value)
     allowed = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if ok and expected is int and not -2**63 <= value < 2**63:  # torch's sizes and seeds
+        ok, allowed[int] = False, "an integer that fits in 64 bits"
     if not ok:
         raise SpecError(
             f"bad value {format_value(value)!r} for option {option.name!r} of {owner}: "

@@ -43,11 +43,14 @@ from torch.distributions import Distribution
 from estimators import noise
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.families import base_distribution
-from estimators.subset import MAX_LOG_PROB_K, _mask_bits, leave_out_log_probs
+from estimators.subset import MAX_LOG_PROB_K, leave_out_log_probs
 
 
 @register
 class UnorderedSet(Estimator):
+    """Σ_{s ∈ S} p(s) R(S, s) ∇log p(s) [f(s) − b(S, s)] over S distinct categories drawn
+    without replacement (Kool, van Hoof & Welling 2020); see the module docstring."""
+
     info = EstimatorInfo(
         name="unordered-set",
         description="num_samples distinct categories without replacement, weighted by the "
@@ -67,11 +70,12 @@ class UnorderedSet(Estimator):
         return min(base_distribution(dist).logits.shape[-1], MAX_LOG_PROB_K)
 
     def pass_elements(self, dist: Distribution, num_samples: int) -> int:
-        """The samples' copies plus the programme's 2^S-wide tables (about 8 of them, with
-        ``_mask_bits``' 2^S S) per batch element."""
+        """The samples' copies plus the programme's 2^S-wide tables (about 8 of them) per batch
+        element and its 2^S × S mask table; too many samples are refused first, by name."""
+        self.check_inputs(dist, num_samples)
         batch = math.prod(dist.batch_shape)
         return super().pass_elements(dist, num_samples) + (
-            batch * 2**num_samples * (num_samples + 8) + _mask_bits(num_samples).numel())
+            (batch * (num_samples + 8) + num_samples) * 2**num_samples)
 
     def surrogate(
         self, dist: Distribution, f: Objective, *, num_samples: int, generator: torch.Generator

@@ -168,3 +168,9 @@ def test_a_broken_plugin_warns_and_is_skipped(monkeypatch):
     registry = Registry("estimator", "estibench.test-broken")
     with pytest.warns(UserWarning, match="could not load estimator plug-in 'broken'"):
         assert registry.names() == []
+
+
+def test_integers_beyond_64_bits_are_refused_by_name():
+    """torch takes sizes and seeds as 64-bit integers: 2^64 would be a TypeError inside it."""
+    with pytest.raises(SpecError, match="an integer that fits in 64 bits"):
+        PROBLEMS.make("bernoulli-toy:dim=18446744073709551616")

@@ -114,3 +114,10 @@ def test_more_samples_than_categories_is_refused():
     cells, skipped = study.expand()
     assert [cell.num_samples for cell in cells] == [5]
     assert sorted(s.reason.split(":")[0] for s in skipped) == ["num_samples=1", "num_samples=6"]
+
+
+def test_far_too_many_samples_are_refused_before_the_memory_estimate():
+    """num_samples = 1000 on 5 categories: the sample-range message, not a 2^1000 budget."""
+    with pytest.raises(UserError, match="at most num_samples=5"):
+        measure("categorical-linear:k=5", "unordered-set", num_samples=1000, replicates=10,
+                timing=False, memory_profile=False)
