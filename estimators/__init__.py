@@ -16,6 +16,7 @@ from estimators import (  # noqa: F401  (importing registers)
     gengs,
     gumbel_softmax,
     neuralsort,
+    rebar,
     reinforce,
     relaxed_topk,
     straight_through,

@@ -65,6 +65,9 @@ class EstimatorInfo:
     several (the unordered-set estimator samples one variable's categories without
     replacement).
     ``log_prob``: for score-function estimators, which log-probability they differentiate.
+    ``learns``: owns parameters φ that the harness trains on the estimate's variance
+    (``state_parameters``, ``with_fresh_state``; options ``adapt_steps`` and
+    ``state_learning_rate``).
     ``evaluations_per_sample``: how many times one sample (as the estimator's paper counts
     samples: a DisARM antithetic pair is one) evaluates the objective f; ``None`` where it
     depends on the problem (the exact estimator evaluates the whole support). Pathwise
@@ -79,6 +82,7 @@ class EstimatorInfo:
     needs_relaxable: bool = False
     needs_enumerable: bool = False
     needs_single_variable: bool = False
+    learns: bool = False
     options: tuple[Option, ...] = ()
     expected_failures: tuple[ExpectedFailure, ...] = ()
     log_prob: str = ""
@@ -100,6 +104,18 @@ class Estimator(Configurable):
     def min_samples(self) -> int:
         """The fewest ``num_samples`` one estimate needs (a leave-one-out baseline needs 2)."""
         return 1
+
+    # -- estimators that learn (info.learns) ----------------------------------------------------
+
+    def state_parameters(self) -> list[Tensor]:
+        """φ: the tensors the harness trains on the variance of the estimate (∂/∂φ E[‖ĝ‖²], a
+        double backward through the surrogate); empty for an estimator that does not learn."""
+        return []
+
+    def with_fresh_state(self, dist: Distribution, generator: torch.Generator) -> Estimator:
+        """A copy with φ freshly initialised from ``generator`` for distributions shaped like
+        ``dist``; an estimator that does not learn returns itself."""
+        return self
 
     def max_samples(self, dist: Distribution) -> int | None:
         """The most ``num_samples`` one estimate on ``dist`` can take (distinct categories drawn

@@ -52,3 +52,14 @@ def logistic(shape: tuple[int, ...], generator: torch.Generator, *, like: Tensor
 def logistic_of(u: Tensor, *, like: Tensor) -> Tensor:
     """The logistic variates log u − log(1 − u) of float64 uniforms ``u``, in ``like.dtype``."""
     return (torch.log(u) - torch.log1p(-u)).to(like.dtype)
+
+
+def per_replicate_uniforms(dist, num_samples: int, copies: int, generator: torch.Generator, *,
+                           like: Tensor) -> Tensor:
+    """``copies`` float64 uniforms per number of ``num_samples`` samples of ``dist``,
+    ``[copies, S, *batch, *event]``, drawn in one call laid out sample by sample and batch
+    element by batch element (all copies of one batch element together), so that a batch of
+    replicates reads the generator's stream in the order a loop over them would."""
+    batch, event = tuple(dist.batch_shape), tuple(dist.event_shape)
+    u = uniform((num_samples,) + batch + (copies,) + event, generator, like=like)
+    return u.movedim(1 + len(batch), 0)

@@ -145,10 +145,9 @@ class GumbelRao(GumbelRelaxation):
         replicates reads the generator's stream in the order a loop of them would."""
         family = family_of(dist)
         logits = base_distribution(dist).logits
-        k = self.mc_samples
-        shape = (num_samples,) + tuple(dist.batch_shape) + (k,) + tuple(dist.event_shape)
-        u = noise.uniform(shape, generator, like=logits).movedim(1 + len(dist.batch_shape), 0)
-        u = u.reshape((k, num_samples) + logits.shape)
+        u = noise.per_replicate_uniforms(dist, num_samples, self.mc_samples, generator,
+                                         like=logits)
+        u = u.reshape((self.mc_samples, num_samples) + logits.shape)
         first = noise.logistic_of(u[0], like=logits) if family == "bernoulli" else \
             noise.gumbel_of(u[0], like=logits)
         rest = noise.logistic_of(u[1:], like=logits) if family == "bernoulli" else \

@@ -29,6 +29,7 @@ from harness import budget as budget_module
 from harness import memory, provenance
 from harness.compat import incompatibility
 from harness.progress import progress
+from harness.adapt import adapt
 from harness.record import FIELDS
 from harness.stats import summarise
 from problems import PROBLEMS, Problem
@@ -412,6 +413,8 @@ def measure(
     budget_module.require(replicates * dims * 8 * STATISTICS_COPIES,
                           f"keeping {replicates} estimates of {dims} coordinates",
                           "for their statistics", budget, source, "lower --replicates")
+    # An estimator that learns: φ adapted at θ from derived seeds, then frozen (harness.adapt).
+    estimator = adapt(work, estimator, num_samples=num_samples, seed=seed)
     if reference is None:
         reference = true_gradient(problem, device=device,
                                   seed=seed if reference_seed is None else reference_seed,

@@ -24,6 +24,7 @@ import torch
 from estimators.errors import UserError
 from estimators.families import draw
 from harness import provenance
+from harness.adapt import StateTrainer, fresh
 from harness.measure import (compatible_pair, derived_seed, estimate_chunks, resolve_device,
                              resolve_dtype, streamed_moments, synchronize)
 
@@ -82,6 +83,10 @@ def train(
         work = problem_obj.to(torch_device, torch_dtype)
         params = work.parameters()
     opt = OPTIMIZERS[optimizer](params, lr=learning_rate)
+    # An estimator that learns starts from a fresh φ and takes one variance step per θ step.
+    estimator_obj = fresh(session.problem() if session is not None else work, estimator_obj,
+                          seed)
+    trainer = StateTrainer(estimator_obj)
     generator = torch.Generator(torch_device).manual_seed(seed)
     evaluation = torch.Generator(torch_device).manual_seed(derived_seed(seed, "evaluation"))
 
@@ -112,7 +117,14 @@ def train(
         else:
             surrogate = estimator_obj.surrogate(work.distribution(), work.objective,
                                                 num_samples=num_samples, generator=generator)
-        surrogate.sum().backward()
+        if trainer.active:  # ĝ with its graph, for φ's step on ‖ĝ‖²
+            step_grads = torch.autograd.grad(surrogate.sum(), params, create_graph=True,
+                                             allow_unused=True)
+            for p, g in zip(params, step_grads):
+                p.grad = None if g is None else g.detach()
+            trainer.step(list(step_grads))
+        else:
+            surrogate.sum().backward()
         grads = [p.grad for p in params if p.grad is not None]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             raise UserError(f"{estimator_obj.spec} gave a non-finite gradient at step {step} on "

@@ -49,6 +49,10 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "reinmax": ["reinmax:temperature=1.0", "reinmax:temperature=0.3"],
     "gst": ["gst:gap=1.0,temperature=1.0"],
     "unordered-set": ["unordered-set"],
+    # Learning estimators: adapt_steps=0 is the state before adaptation (measure() adapts
+    # first, so the unbiasedness test sees both).
+    "rebar": ["rebar:adapt_steps=0", "rebar:adapt_steps=30"],
+    "relax": ["relax:adapt_steps=0,hidden=4", "relax:adapt_steps=30"],
 }
 
 

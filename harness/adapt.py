@@ -1,0 +1,90 @@
+"""Training an estimator's own parameters φ (``EstimatorInfo.learns``), by the harness.
+
+An estimator that learns (RELAX's control variate) keeps φ in its surrogate's graph and never
+trains it. The harness minimises the variance of the estimate: for an unbiased estimator E[ĝ]
+does not depend on φ, so ∂/∂φ Var ĝ = ∂/∂φ E[‖ĝ‖²], a double backward through the surrogate
+(``variance_objective``: ĝ with ``create_graph``, then ‖ĝ‖² averaged over replicates).
+
+- ``adapt``: before a measurement cell draws its replicates, φ starts fresh (from a seed
+  derived from the cell's) and takes ``adapt_steps`` Adam steps at the cell's θ, on
+  ``ADAPT_REPLICATES`` replicates per step from another derived seed; then φ is frozen, so the
+  R replicates are independent and the cell reproducible.
+- ``StateTrainer``: in a training run, one φ step per θ step, on the same estimate the θ step
+  uses (its ĝ, taken with ``create_graph``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from estimators.base import Estimator
+from problems.base import Problem
+
+ADAPT_REPLICATES = 32
+
+
+def variance_objective(problem: Problem, estimator: Estimator, *, num_samples: int,
+                       replicates: int, generator: torch.Generator) -> Tensor:
+    """(1/R) Σ_r ‖ĝ_r‖² over R replicates at the problem's θ, differentiable in φ."""
+    theta = [p.detach().expand(replicates, *p.shape).clone().requires_grad_(True)
+             for p in problem.parameters()]
+    replicated = problem.with_parameters(theta)
+    surrogate = estimator.surrogate(replicated.distribution(), replicated.objective,
+                                    num_samples=num_samples, generator=generator)
+    grads = torch.autograd.grad(surrogate.sum(), theta, create_graph=True, allow_unused=True)
+    return sum(g.pow(2).sum() for g in grads if g is not None) / replicates
+
+
+def fresh(problem: Problem, estimator: Estimator, seed: int) -> Estimator:
+    """The estimator with φ initialised from ``derived_seed(seed, "state")``."""
+    from harness.measure import derived_seed
+
+    device = problem.parameters()[0].device
+    generator = torch.Generator(device).manual_seed(derived_seed(seed, "state"))
+    return estimator.with_fresh_state(problem.distribution(), generator)
+
+
+def adapt(problem: Problem, estimator: Estimator, *, num_samples: int, seed: int) -> Estimator:
+    """A copy of ``estimator`` whose φ was adapted at the problem's θ for its
+    ``adapt_steps`` and then frozen; an estimator that does not learn is returned as it is."""
+    if not estimator.info.learns:
+        return estimator
+    from harness.measure import derived_seed
+
+    adapted = fresh(problem, estimator, seed)
+    phi = adapted.state_parameters()
+    optimiser = torch.optim.Adam(phi, lr=adapted.state_learning_rate)
+    device = problem.parameters()[0].device
+    generator = torch.Generator(device).manual_seed(derived_seed(seed, "adapt"))
+    for _ in range(adapted.adapt_steps):
+        loss = variance_objective(problem, adapted, num_samples=num_samples,
+                                  replicates=ADAPT_REPLICATES, generator=generator)
+        optimiser.zero_grad(set_to_none=True)
+        for p, g in zip(phi, torch.autograd.grad(loss, phi, allow_unused=True)):
+            p.grad = g
+        optimiser.step()
+    for p in phi:
+        p.requires_grad_(False)
+    return adapted
+
+
+class StateTrainer:
+    """One φ step per θ step of a training run: ``step(grads)`` takes the θ gradients of the
+    step's estimate, computed with ``create_graph=True``, and moves φ down ∂‖ĝ‖²/∂φ."""
+
+    def __init__(self, estimator: Estimator) -> None:
+        self.phi = estimator.state_parameters()
+        self.optimiser = (torch.optim.Adam(self.phi, lr=estimator.state_learning_rate)
+                          if self.phi else None)
+
+    @property
+    def active(self) -> bool:
+        return self.optimiser is not None
+
+    def step(self, grads: list[Tensor]) -> None:
+        loss = sum(g.pow(2).sum() for g in grads if g is not None)
+        self.optimiser.zero_grad(set_to_none=True)
+        for p, g in zip(self.phi, torch.autograd.grad(loss, self.phi, allow_unused=True)):
+            p.grad = g
+        self.optimiser.step()
