@@ -11,8 +11,8 @@ the noise held) and a control variate c,
 E[c(z̃) ∇log p(b) + ∇c(z̃)] = ∇E[c(z)] (Tucker et al. 2017, their eq. 4), so the last three
 terms cancel in expectation for any c and ĝ is unbiased. REBAR: c(z) = η f(σ_λ(z)), σ_λ the
 sigmoid (softmax) at temperature λ. RELAX: c_φ(z) = η f(σ_λ(z)) + r_ρ(σ_λ(z)), φ = (η, log λ,
-ρ) with r_ρ a one-hidden-layer tanh network on the relaxed sample (flattened), trained to
-minimise the estimate's variance (below). Each sample evaluates f three times, on b, σ_λ(z)
+ρ) with r_ρ a one-hidden-layer tanh network on the relaxed sample (summed over its units:
+one image's latents, say), trained to minimise the estimate's variance (below). Each sample evaluates f three times, on b, σ_λ(z)
 and σ_λ(z̃), in one call; ``objective_evaluations`` is 3 per sample.
 
 **Estimators that learn** (``EstimatorInfo.learns``). RELAX's φ is state the harness trains,
@@ -47,6 +47,7 @@ from torch.distributions import Distribution
 
 from estimators import noise
 from estimators.base import Estimator, EstimatorInfo, Objective, register
+from estimators.errors import UserError
 from estimators.families import base_distribution, family_of, one_hot_argmax
 from estimators.registry import Option, at_least, positive
 from estimators.straight_through import conditional_gumbel, conditional_logistic
@@ -140,9 +141,15 @@ class Rebar(Estimator):
         """φ in the distribution's dtype; first initialised from seed 0 if the harness has not
         given a fresh one."""
         logits = base_distribution(dist).logits
-        if not self.fits(dist):
+        if self.state is None:
             self.state = self.with_fresh_state(
                 dist, torch.Generator(logits.device).manual_seed(0)).state
+        elif not self.fits(dist):
+            raise UserError(
+                f"{self.spec}: its state was made for another shape of variable than "
+                f"{type(base_distribution(dist)).__name__} with event shape "
+                f"{tuple(dist.event_shape)}; make one with with_fresh_state(dist, generator)"
+            )
         return {name: value.to(logits) for name, value in self.state.items()}
 
     def diagnostics(self, dist: Distribution) -> dict:
@@ -152,7 +159,8 @@ class Rebar(Estimator):
 
     # -- the estimate -------------------------------------------------------------------------
 
-    def network(self, state: dict[str, Tensor], relaxed: Tensor, events: int) -> Tensor | float:
+    def network(self, state: dict[str, Tensor], relaxed: Tensor, dist: Distribution
+                ) -> Tensor | float:
         """The learned part of the control variate: none in REBAR."""
         return 0.0
 
@@ -165,12 +173,12 @@ class Rebar(Estimator):
         self.check_inputs(dist, num_samples)
         state = self.state_for(dist)
         b, z, z_tilde = relaxed_pair(dist, num_samples, generator)
-        tau, events = state["log_temperature"].exp(), len(dist.event_shape)
+        tau = state["log_temperature"].exp()
         relaxed_z, relaxed_zt = soften(dist, z, tau), soften(dist, z_tilde, tau)
         values = f(torch.cat([b, relaxed_z, relaxed_zt]))  # [3S, *batch]
         f_b, f_z, f_zt = values.split(num_samples)
-        c_z = state["eta"] * f_z + self.network(state, relaxed_z, events)
-        c_zt = state["eta"] * f_zt + self.network(state, relaxed_zt, events)
+        c_z = state["eta"] * f_z + self.network(state, relaxed_z, dist)
+        c_zt = state["eta"] * f_zt + self.network(state, relaxed_zt, dist)
         log_p = dist.log_prob(b)  # [S, *batch]
         # The weight keeps c(z̃)'s graph: (log p − log p) is 0, so θ's gradient is unchanged,
         # and φ's gradient of ‖ĝ‖² sees ∂c(z̃)/∂φ through the score term.
@@ -180,11 +188,21 @@ class Rebar(Estimator):
                 + correction - correction.detach()).mean(0)
 
 
+def unit_dims(dist: Distribution) -> int:
+    """How many trailing event dimensions make one input of RELAX's network: the last one for
+    Bernoulli variables (a vector of them: the toy's d, a VAE image's latents), the last two
+    for categorical ones (variables × classes), as far as the event has them."""
+    wanted = 1 if family_of(dist) == "bernoulli" else 2
+    return min(wanted, len(dist.event_shape))
+
+
 @register
 class Relax(Rebar):
-    """RELAX (Grathwohl et al. 2018): c_φ(z) = η f(σ_λ(z)) + r_ρ(σ_λ(z)), r_ρ a one-hidden-layer
-    tanh network on the flattened relaxed sample whose output layer starts at zero, φ = (η,
-    log λ, ρ); see the module docstring."""
+    """RELAX (Grathwohl et al. 2018): c_φ(z) = η f(σ_λ(z)) + Σ_units r_ρ(σ_λ(z)_unit), r_ρ a
+    one-hidden-layer tanh network whose output layer starts at zero, φ = (η, log λ, ρ). A unit
+    is the last event dimension (Bernoulli) or the last two (categorical): one image's latents
+    in a VAE, the whole vector on a toy, so φ does not depend on the minibatch size; see the
+    module docstring."""
 
     info = EstimatorInfo(
         name="relax",
@@ -202,9 +220,14 @@ class Relax(Rebar):
         evaluations_per_sample=3,
     )
 
+    @staticmethod
+    def inputs(dist: Distribution) -> int:
+        dims = unit_dims(dist)
+        return math.prod(dist.event_shape[len(dist.event_shape) - dims:]) if dims else 1
+
     def initial_state(self, dist: Distribution, generator: torch.Generator) -> dict[str, Tensor]:
         device = base_distribution(dist).logits.device
-        inputs = math.prod(dist.event_shape) or 1
+        inputs = self.inputs(dist)
 
         def zeros(*shape):
             return torch.zeros(shape, dtype=torch.float64, device=device)
@@ -215,10 +238,12 @@ class Relax(Rebar):
                 "b1": zeros(self.hidden), "w2": zeros(self.hidden), "b2": zeros()}
 
     def fits(self, dist: Distribution) -> bool:
-        return self.state is not None and self.state["w1"].shape[0] == (
-            math.prod(dist.event_shape) or 1)
+        return self.state is not None and self.state["w1"].shape[0] == self.inputs(dist)
 
-    def network(self, state: dict[str, Tensor], relaxed: Tensor, events: int) -> Tensor:
-        flat = relaxed.reshape(relaxed.shape[: relaxed.dim() - events] + (-1,)) if events \
-            else relaxed.unsqueeze(-1)
-        return torch.tanh(flat @ state["w1"] + state["b1"]) @ state["w2"] + state["b2"]
+    def network(self, state: dict[str, Tensor], relaxed: Tensor, dist: Distribution) -> Tensor:
+        events, dims = len(dist.event_shape), unit_dims(dist)
+        units = (relaxed.reshape(relaxed.shape[: relaxed.dim() - dims] + (-1,)) if dims
+                 else relaxed.unsqueeze(-1))  # [S, *batch, *leading event, inputs]
+        out = torch.tanh(units @ state["w1"] + state["b1"]) @ state["w2"] + state["b2"]
+        leading = events - dims  # sum over the units of one sample
+        return out.sum(tuple(range(-leading, 0))) if leading else out

@@ -9,8 +9,10 @@ does not depend on φ, so ∂/∂φ Var ĝ = ∂/∂φ E[‖ĝ‖²], a double b
   derived from the cell's) and takes ``adapt_steps`` Adam steps at the cell's θ, on
   ``ADAPT_REPLICATES`` replicates per step from another derived seed; then φ is frozen, so the
   R replicates are independent and the cell reproducible.
-- ``StateTrainer``: in a training run, one φ step per θ step, on the same estimate the θ step
-  uses (its ĝ, taken with ``create_graph``).
+- ``StateTrainer``: in a training run, φ is first adapted as above at the initial θ (so that
+  the θ optimiser's first steps do not see the untrained control variate's variance), then
+  takes one step per θ step, on the same estimate the θ step uses (its ĝ, taken with
+  ``create_graph``).
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def fresh(problem: Problem, estimator: Estimator, seed: int) -> Estimator:
     return estimator.with_fresh_state(problem.distribution(), generator)
 
 
-def adapt(problem: Problem, estimator: Estimator, *, num_samples: int, seed: int) -> Estimator:
+def adapt(problem: Problem, estimator: Estimator, *, num_samples: int, seed: int,
+          freeze: bool = True) -> Estimator:
     """A copy of ``estimator`` whose φ was adapted at the problem's θ for its
-    ``adapt_steps`` and then frozen; an estimator that does not learn is returned as it is."""
+    ``adapt_steps`` and then (with ``freeze``) frozen; an estimator that does not learn is
+    returned as it is."""
     if not estimator.info.learns:
         return estimator
     from harness.measure import derived_seed
@@ -64,8 +68,9 @@ def adapt(problem: Problem, estimator: Estimator, *, num_samples: int, seed: int
         for p, g in zip(phi, torch.autograd.grad(loss, phi, allow_unused=True)):
             p.grad = g
         optimiser.step()
-    for p in phi:
-        p.requires_grad_(False)
+    if freeze:
+        for p in phi:
+            p.requires_grad_(False)
     return adapted
 
 

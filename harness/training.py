@@ -24,7 +24,7 @@ import torch
 from estimators.errors import UserError
 from estimators.families import draw
 from harness import provenance
-from harness.adapt import StateTrainer, fresh
+from harness.adapt import StateTrainer, adapt
 from harness.measure import (compatible_pair, derived_seed, estimate_chunks, resolve_device,
                              resolve_dtype, streamed_moments, synchronize)
 
@@ -83,9 +83,9 @@ def train(
         work = problem_obj.to(torch_device, torch_dtype)
         params = work.parameters()
     opt = OPTIMIZERS[optimizer](params, lr=learning_rate)
-    # An estimator that learns starts from a fresh φ and takes one variance step per θ step.
-    estimator_obj = fresh(session.problem() if session is not None else work, estimator_obj,
-                          seed)
+    # An estimator that learns: φ adapted at the initial θ, then one variance step per θ step.
+    estimator_obj = adapt(session.problem() if session is not None else work, estimator_obj,
+                          num_samples=num_samples, seed=seed, freeze=False)
     trainer = StateTrainer(estimator_obj)
     generator = torch.Generator(torch_device).manual_seed(seed)
     evaluation = torch.Generator(torch_device).manual_seed(derived_seed(seed, "evaluation"))
