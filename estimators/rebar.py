@@ -60,10 +60,10 @@ def _finite(value: float) -> str | None:
 OPTIONS = (
     Option("temperature", 0.5, check=positive, doc="initial λ > 0 of σ_λ (learned)"),
     Option("eta", 1.0, check=_finite, doc="initial η, the scale of η f(σ_λ(z)) (learned)"),
-    Option("adapt_steps", 100, check=at_least(0),
+    Option("adapt_steps", 300, check=at_least(0),
            doc="steps of φ on the variance at θ before a measurement cell's replicates "
                "(0: η and λ stay at their options)"),
-    Option("state_learning_rate", 0.01, check=positive,
+    Option("state_learning_rate", 0.003, check=positive,
            doc="Adam's learning rate for φ (adaptation and training runs)"),
 )
 
