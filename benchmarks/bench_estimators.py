@@ -56,12 +56,12 @@ DEVICES = ["cpu", "cuda"]
 # installed); a test checks them against the registry.
 FAMILY_ESTIMATORS = {
     "bernoulli": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through", "exact",
-                  "arm", "disarm", "gumbel-rao", "reinmax", "gst", "rebar", "relax"],
+                  "arm", "disarm", "gumbel-rao", "reinmax", "gst", "rebar", "relax", "mvd"],
     "categorical": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through",
                     "exact", "gumbel-rao", "reinmax", "gst", "unordered-set", "rebar", "relax"],
     "subset": ["reinforce", "relaxed-topk", "st-relaxed-topk", "exact"],
     "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact"],
-    "count": ["reinforce", "gengs", "st-gengs", "exact"],
+    "count": ["reinforce", "gengs", "st-gengs", "exact", "mvd"],
 }
 FAMILY_PROBLEMS = {
     "bernoulli": "bernoulli-toy:dim={n}",

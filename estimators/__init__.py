@@ -15,6 +15,7 @@ from estimators import (  # noqa: F401  (importing registers)
     exact,
     gengs,
     gumbel_softmax,
+    mvd,
     neuralsort,
     rebar,
     reinforce,

@@ -70,7 +70,8 @@ class EstimatorInfo:
     ``state_learning_rate``).
     ``evaluations_per_sample``: how many times one sample (as the estimator's paper counts
     samples: a DisARM antithetic pair is one) evaluates the objective f; ``None`` where it
-    depends on the problem (the exact estimator evaluates the whole support). Pathwise
+    depends on the problem (the exact estimator evaluates the whole support), and then
+    ``evaluations`` says how they are counted. Pathwise
     estimators also take one ∂f (a backward pass through f) per evaluation.
     """
 
@@ -88,6 +89,7 @@ class EstimatorInfo:
     log_prob: str = ""
     references: str = ""
     evaluations_per_sample: int | None = 1
+    evaluations: str = ""
 
 
 class Estimator(Configurable):

@@ -58,9 +58,15 @@ def generic_cap(dist: Distribution) -> int:
 
 
 def _sample_by_inversion(dist: Distribution, shape: tuple[int, ...], generator) -> Tensor:
+    like = dist.mean.detach().double()
+    return invert_cdf(dist, noise.uniform(shape + tuple(dist.batch_shape), generator, like=like))
+
+
+def invert_cdf(dist: Distribution, u: Tensor) -> Tensor:
+    """Counts ``[S, *batch]`` from float64 uniforms ``u`` ``[S, *batch]`` by inverting the CDF
+    on the support 0..``generic_cap``, in the distribution's dtype."""
     values, log_p = support_log_probs(dist, generic_cap(dist))
     cdf = log_p.detach().double().exp().cumsum(-1)  # [*batch, K]
-    u = noise.uniform(shape + tuple(dist.batch_shape), generator, like=cdf)
     # The number of CDF values below u, by binary search: O(log K) per sample, no [S, *batch, K]
     # comparison tensor. Samples go last so each batch element searches its own CDF.
     index = torch.searchsorted(cdf, u.movedim(0, -1).contiguous()).movedim(-1, 0)

@@ -61,6 +61,7 @@ class Exact(Estimator):
         pathwise=False,
         needs_enumerable=True,
         evaluations_per_sample=None,
+        evaluations="one per support point",
     )
 
     def objective_evaluations(self, dist: Distribution, num_samples: int) -> int:

@@ -51,8 +51,8 @@ def command_list(args: argparse.Namespace) -> int:
                 traits = [", ".join(info.families), "unbiased" if info.unbiased else "biased"]
                 traits.append("pathwise" if info.pathwise else "not pathwise")
                 per_sample = info.evaluations_per_sample
-                traits.append("f evaluations: one per support point" if per_sample is None
-                              else f"f evaluations: {per_sample} per sample")
+                traits.append(f"f evaluations: {info.evaluations or 'depends on the problem'}"
+                              if per_sample is None else f"f evaluations: {per_sample} per sample")
             else:
                 traits = [info.family, "exact gradient" if info.exact else "reference gradient"]
             console.print(f"  [bold]{info.name}[/]  ({escape('; '.join(traits))})")

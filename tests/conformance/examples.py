@@ -53,6 +53,7 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     # first, so the unbiasedness test sees both).
     "rebar": ["rebar:adapt_steps=0", "rebar:adapt_steps=30"],
     "relax": ["relax:adapt_steps=0,hidden=4", "relax:adapt_steps=30"],
+    "mvd": ["mvd"],
 }
 
 
