@@ -60,7 +60,8 @@ FAMILY_ESTIMATORS = {
     "categorical": ["reinforce", "gumbel-softmax", "st-gumbel-softmax", "straight-through",
                     "exact", "gumbel-rao", "reinmax", "gst", "unordered-set", "rebar", "relax"],
     "subset": ["reinforce", "relaxed-topk", "st-relaxed-topk", "exact"],
-    "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact"],
+    "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact", "sinkhorn",
+                    "gumbel-sinkhorn", "st-gumbel-sinkhorn"],
     "count": ["reinforce", "gengs", "st-gengs", "exact", "mvd"],
 }
 FAMILY_PROBLEMS = {

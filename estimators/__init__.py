@@ -20,6 +20,7 @@ from estimators import (  # noqa: F401  (importing registers)
     rebar,
     reinforce,
     relaxed_topk,
+    sinkhorn,
     straight_through,
     unordered_set,
 )

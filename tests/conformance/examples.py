@@ -54,6 +54,9 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "rebar": ["rebar:adapt_steps=0", "rebar:adapt_steps=30"],
     "relax": ["relax:adapt_steps=0,hidden=4", "relax:adapt_steps=30"],
     "mvd": ["mvd"],
+    "sinkhorn": ["sinkhorn:temperature=1.0,iterations=20"],
+    "gumbel-sinkhorn": ["gumbel-sinkhorn:temperature=0.5,iterations=30"],
+    "st-gumbel-sinkhorn": ["st-gumbel-sinkhorn:temperature=1.0"],
 }
 
 
