@@ -11,6 +11,7 @@ representative problem whose size is a parameter:
 | subset      | ``subset-linear:n=n,k=3``          |
 | permutation | ``permutation-assignment:n=n``     |
 | count       | ``poisson-quadratic:dim=n``        |
+| exactk      | ``exactk-linear:n=n,k=3``          |
 
 The timed body is the harness's own pass (``harness.measure.batched_estimates``): the problem's
 parameters replicated ``batch`` times, one batched distribution, one surrogate call averaging
@@ -63,6 +64,7 @@ FAMILY_ESTIMATORS = {
     "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact", "sinkhorn",
                     "gumbel-sinkhorn", "st-gumbel-sinkhorn"],
     "count": ["reinforce", "gengs", "st-gengs", "exact", "mvd"],
+    "exactk": ["reinforce", "simple", "imle", "exact"],
 }
 FAMILY_PROBLEMS = {
     "bernoulli": "bernoulli-toy:dim={n}",
@@ -70,6 +72,7 @@ FAMILY_PROBLEMS = {
     "subset": "subset-linear:n={n},k=3",
     "permutation": "permutation-assignment:n={n}",
     "count": "poisson-quadratic:dim={n}",
+    "exactk": "exactk-linear:n={n},k=3",
 }
 # Variance is tracked on the problems' small default sizes.
 VARIANCE_PROBLEMS = {
@@ -78,6 +81,7 @@ VARIANCE_PROBLEMS = {
     "subset": "subset-linear:n=8,k=3",
     "permutation": "permutation-assignment:n=5",
     "count": "poisson-quadratic",
+    "exactk": "exactk-linear:n=8,k=3",
 }
 VARIANCE_REPLICATES = 1000
 
@@ -201,6 +205,16 @@ class CountEstimators(_EstimatorSuite):
 
 class CountEstimatorsMemory(_EstimatorMemory):
     family = "count"
+    params = _memory_grid(family)
+
+
+class ExactKEstimators(_EstimatorSuite):
+    family = "exactk"
+    params = _grid(family)
+
+
+class ExactKEstimatorsMemory(_EstimatorMemory):
+    family = "exactk"
     params = _memory_grid(family)
 
 

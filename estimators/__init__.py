@@ -13,6 +13,7 @@ from estimators import (  # noqa: F401  (importing registers)
     antithetic,
     counts,
     exact,
+    exactk,
     gengs,
     gumbel_softmax,
     mvd,
@@ -27,6 +28,7 @@ from estimators import (  # noqa: F401  (importing registers)
 from estimators.base import ESTIMATORS, Estimator, EstimatorInfo, ExpectedFailure, register
 from estimators.errors import IncompatibleError, SpecError, UserError
 from estimators.families import FAMILIES, draw, family_of
+from estimators.exactk import ExactK
 from estimators.plackett_luce import PlackettLuce
 from estimators.registry import Option
 from estimators.subset import Subset
@@ -36,6 +38,7 @@ __all__ = [
     "FAMILIES",
     "Estimator",
     "EstimatorInfo",
+    "ExactK",
     "ExpectedFailure",
     "IncompatibleError",
     "Option",

@@ -22,7 +22,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, OneHotCate
 from estimators import noise
 from estimators.errors import IncompatibleError
 
-FAMILIES = ("bernoulli", "categorical", "subset", "permutation", "count")
+FAMILIES = ("bernoulli", "categorical", "subset", "permutation", "count", "exactk")
 
 Sampler = Callable[[Distribution, tuple[int, ...], torch.Generator], Tensor]
 _FAMILY: dict[type, str] = {}

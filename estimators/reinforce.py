@@ -42,7 +42,7 @@ class Reinforce(Estimator):
     info = EstimatorInfo(
         name="reinforce",
         description="Score-function estimator, optionally with a leave-one-out baseline.",
-        families=("bernoulli", "categorical", "subset", "permutation", "count"),
+        families=("bernoulli", "categorical", "subset", "permutation", "count", "exactk"),
         unbiased=True,
         pathwise=False,
         options=(

@@ -18,6 +18,7 @@ from torch.distributions import Distribution
 
 from estimators.errors import SpecError
 from estimators.registry import Option, at_least
+from estimators.exactk import ExactK
 from estimators.subset import MAX_LOG_PROB_K, Subset
 from problems.base import Problem, ProblemInfo, expectation_by_enumeration, register
 
@@ -109,3 +110,50 @@ class SubsetQuadratic(SubsetProblem):
 
     def config(self) -> dict:
         return {**super().config(), "target": self.target.tolist()}
+
+
+# -- the exact-k family ------------------------------------------------------------------------
+
+
+class ExactKProblem(SubsetProblem):
+    """The same objectives under the exact-k distribution p(z) ∝ exp(θ·z), |z| = k
+    (``estimators.ExactK``). The expectation is exact for any n: both objectives are affine in
+    z on k-hot vectors (‖z − t‖² = k − 2 t·z + ‖t‖²), so E f is f's affine form at the exact
+    marginals, differentiable in θ through the elementary-symmetric recursion; the support is
+    enumerable for n <= 16."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.info = dataclasses.replace(self.info, exact=True,
+                                        enumerable=enumerable_subsets(self.n, self.k))
+
+    def distribution(self) -> Distribution:
+        return ExactK(self.logits, self.k)
+
+    def expected_objective(self) -> Tensor:
+        return self.affine_expectation(self.distribution().marginals())
+
+
+def _exactk_info(name: str, description: str) -> ProblemInfo:
+    return ProblemInfo(
+        name=name, description=description, family="exactk", exact=True, relaxable=True,
+        enumerable=True, options=OPTIONS, references="Ahmed et al. 2023; Niepert et al. 2021",
+    )
+
+
+@register
+class ExactKLinear(ExactKProblem, SubsetLinear):
+    info = _exactk_info("exactk-linear", "An exact-k subset of n items, f(z) = w·z with random "
+                        "weights; exact for any n.")
+
+    def affine_expectation(self, marginals: Tensor) -> Tensor:
+        return (marginals * self.weights).sum(-1)
+
+
+@register
+class ExactKQuadratic(ExactKProblem, SubsetQuadratic):
+    info = _exactk_info("exactk-quadratic", "An exact-k subset of n items, f(z) = ‖z − t‖² for "
+                        "a fixed soft target; exact for any n.")
+
+    def affine_expectation(self, marginals: Tensor) -> Tensor:
+        return self.k - 2 * (marginals * self.target).sum(-1) + (self.target**2).sum(-1)

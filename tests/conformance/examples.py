@@ -10,6 +10,8 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "categorical-linear": ["categorical-linear:k=5", "categorical-linear:k=12,seed=3"],
     "subset-linear": ["subset-linear:n=6,k=2", "subset-linear:n=5,k=5,seed=1"],
     "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
+    "exactk-linear": ["exactk-linear:n=6,k=2", "exactk-linear:n=5,k=5,seed=1"],
+    "exactk-quadratic": ["exactk-quadratic:n=7,k=3,seed=2"],
     "permutation-assignment": ["permutation-assignment:n=4", "permutation-assignment:n=5,seed=2"],
     "permutation-sort": ["permutation-sort:n=4,seed=1", "permutation-sort:n=3"],
     "poisson-quadratic": ["poisson-quadratic", "poisson-quadratic:dim=2,rate=0.5,target=1.0"],
@@ -57,6 +59,8 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "sinkhorn": ["sinkhorn:temperature=1.0,iterations=20"],
     "gumbel-sinkhorn": ["gumbel-sinkhorn:temperature=0.5,iterations=30"],
     "st-gumbel-sinkhorn": ["st-gumbel-sinkhorn:temperature=1.0"],
+    "simple": ["simple"],
+    "imle": ["imle", "imle:lambda=1.0,noise_samples=3"],
 }
 
 
