@@ -189,7 +189,8 @@ class Configurable:
     """Base of every registered class: options checked on construction, a canonical spec.
 
     Subclasses set the class attribute ``info`` (an info dataclass with ``name``,
-    ``description`` and ``options``) and read their option values as attributes.
+    ``description`` and ``options``) and read their option values as attributes, except an
+    option named like a method of the class, which is read from ``self.options``.
     """
 
     info: ClassVar[Any]
@@ -199,7 +200,9 @@ class Configurable:
             repr(self.info.name), self.info.options, options
         )
         for key, value in self.options.items():
-            setattr(self, key, value)
+            if not callable(getattr(type(self), key, None)):  # never shadow a method: an option
+                setattr(self, key, value)  # named like one (a task's `distribution`) stays in
+                # self.options only
 
     @property
     def spec(self) -> str:

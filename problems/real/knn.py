@@ -30,6 +30,7 @@ from torch.distributions import Distribution
 from estimators.errors import SpecError
 from estimators.plackett_luce import MAX_ENUMERATE_N, PlackettLuce
 from estimators.registry import Option, at_least, positive
+from estimators.exactk import ExactK
 from estimators.subset import Subset
 from problems.base import ProblemInfo, register
 from problems.subsets import enumerable_subsets
@@ -51,6 +52,9 @@ class KNNSubset(Task):
             Option("family", "subset", choices=("subset", "permutation"),
                    doc="subset: k-subset of the candidates (relaxed-topk); permutation: "
                    "Plackett-Luce ranking, first k rows (neuralsort)"),
+            Option("distribution", "gumbel-topk", choices=("gumbel-topk", "exactk"),
+                   doc="family=subset only: the k neighbours by Gumbel-top-k (Subset, the "
+                       "subset family) or from the exact-k family p ∝ exp(θ·z) (ExactK)"),
             Option("n", 16, doc="candidates per query", check=at_least(2)),
             Option("k", 3, doc="neighbours", check=at_least(1)),
             Option("embedding", 16, doc="embedding dimension", check=at_least(1)),
@@ -77,11 +81,19 @@ class KNNSubset(Task):
             exact = enumerable_subsets(self.n, self.k)
         else:
             exact = self.n <= MAX_ENUMERATE_N
-        self.info = dataclasses.replace(self.info, family=self.family, exact=exact,
+        if self.distribution_name() == "exactk" and self.family != "subset":
+            raise SpecError("knn-subset: distribution=exactk is for family=subset")
+        family = "exactk" if self.distribution_name() == "exactk" else self.family
+        self.info = dataclasses.replace(self.info, family=family, exact=exact,
                                         enumerable=exact)
+
+    def distribution_name(self) -> str:
+        return self.options["distribution"]
 
     @property
     def checkpoint_estimator(self) -> str:  # type: ignore[override]
+        if self.distribution_name() == "exactk":
+            return "simple"
         if self.family == "subset":
             return "relaxed-topk:temperature=0.5"
         return "neuralsort:temperature=1.0"
@@ -93,6 +105,8 @@ class KNNSubset(Task):
     # -- the distribution and the loss, for any batch of queries --------------------------------
 
     def candidates_distribution(self, scores: Tensor) -> Distribution:
+        if self.distribution_name() == "exactk":
+            return ExactK(scores, self.k)
         if self.family == "subset":
             return Subset(scores, self.k)
         return PlackettLuce(scores)

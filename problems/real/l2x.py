@@ -27,6 +27,7 @@ from torch.distributions import Distribution
 
 from estimators.errors import SpecError
 from estimators.registry import Option, at_least
+from estimators.exactk import ExactK
 from estimators.subset import Subset, topk_khot
 from problems.base import ProblemInfo, register
 from problems.subsets import enumerable_subsets
@@ -62,6 +63,9 @@ class L2X(Task):
             Option("patch", 2, doc="side of the square patches that are the features "
                    "(1: pixels)", check=at_least(1)),
             Option("k", 4, doc="features kept", check=at_least(1)),
+            Option("distribution", "gumbel-topk", choices=("gumbel-topk", "exactk"),
+                   doc="the kept features by Gumbel-top-k (Subset, the subset family) or from "
+                       "the exact-k family p ∝ exp(θ·z) (ExactK)"),
             Option("hidden", 64, doc="hidden units of every network", check=at_least(1)),
             Option("example", 0, doc="index of the test image whose θ is studied",
                    check=at_least(0)),
@@ -74,7 +78,16 @@ class L2X(Task):
     )
     parameter_names = ("logits",)
     measurement_options = ("example",)
-    checkpoint_estimator = "relaxed-topk:temperature=0.5"
+
+    @property
+    def checkpoint_estimator(self) -> str:  # type: ignore[override]
+        return "simple" if self.options["distribution"] == "exactk" else \
+            "relaxed-topk:temperature=0.5"
+
+    def features_distribution(self, logits: Tensor) -> Distribution:
+        if self.options["distribution"] == "exactk":
+            return ExactK(logits, self.k)
+        return Subset(logits, self.k)
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -87,7 +100,8 @@ class L2X(Task):
             raise SpecError(f"l2x: k={self.k} is more than the {features} features of "
                             f"{self.dataset} with patch={self.patch}")
         exact = enumerable_subsets(features, self.k, most=MAX_EXACT_SUBSETS)
-        self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
+        family = "exactk" if self.options["distribution"] == "exactk" else "subset"
+        self.info = dataclasses.replace(self.info, family=family, exact=exact, enumerable=exact)
 
     def features(self) -> Tensor:
         """``[F, D]`` feature-to-pixel masks of the data set's images."""
@@ -136,7 +150,7 @@ class L2X(Task):
         with torch.no_grad():
             target = model["black_box"](x).argmax(-1)  # [B]
         logits = model["selector"](x)  # [B, F]
-        surrogate = estimator.surrogate(Subset(logits, self.k),
+        surrogate = estimator.surrogate(self.features_distribution(logits),
                                         lambda z: self.loss(model, x, target, z),
                                         num_samples=num_samples, generator=generator)
         return surrogate.mean()
@@ -170,7 +184,7 @@ class L2X(Task):
         self.logits = logits.detach().clone().requires_grad_(True)
 
     def distribution(self) -> Distribution:
-        return Subset(self.logits, self.k)
+        return self.features_distribution(self.logits)
 
     def objective(self, z: Tensor) -> Tensor:
         return self.loss(self.model, self.x, self.target, z)
