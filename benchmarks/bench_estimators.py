@@ -62,7 +62,7 @@ FAMILY_ESTIMATORS = {
                     "exact", "gumbel-rao", "reinmax", "gst", "unordered-set", "rebar", "relax"],
     "subset": ["reinforce", "relaxed-topk", "st-relaxed-topk", "exact"],
     "permutation": ["reinforce", "neuralsort", "softsort", "st-neuralsort", "exact", "sinkhorn",
-                    "gumbel-sinkhorn", "st-gumbel-sinkhorn"],
+                    "gumbel-sinkhorn", "st-gumbel-sinkhorn", "diffsort"],
     "count": ["reinforce", "gengs", "st-gengs", "exact", "mvd"],
     "exactk": ["reinforce", "simple", "imle", "exact"],
 }

@@ -119,6 +119,11 @@ class Estimator(Configurable):
         ``dist``; an estimator that does not learn returns itself."""
         return self
 
+    def unavailable(self) -> str | None:
+        """Why this estimator cannot run in this installation (a missing optional extra), or
+        None; studies skip its cells with this reason."""
+        return None
+
     def max_samples(self, dist: Distribution) -> int | None:
         """The most ``num_samples`` one estimate on ``dist`` can take (distinct categories drawn
         without replacement: their number), or None for no limit."""

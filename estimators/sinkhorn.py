@@ -1,5 +1,5 @@
 """Sinkhorn relaxations of permutations (Mena et al. 2018), the baselines of Grover et al. 2019's
-Table 1.
+Table 1, and differentiable sorting networks (Petersen et al. 2021, 2022; ``diffsort``).
 
 **Construction.** From scores s ``[*, n]`` the log-potential matrix is
 
@@ -27,11 +27,14 @@ scores at θ (``row_error``), so a record states the tolerance it was run at; ra
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
 from estimators.base import EstimatorInfo, register, sample_numel
+from estimators.errors import UserError
 from estimators.neuralsort import _rank_coefficients, _SortRelaxation
 from estimators.registry import Option, at_least, positive
 from estimators.relaxation import twin
@@ -121,3 +124,82 @@ STGumbelSinkhorn = register(twin(
     "Sinkhorn matrix backward.",
     references="Mena et al. 2018 (straight-through variant)",
 ))
+
+
+# -- differentiable sorting networks -----------------------------------------------------------
+
+NETWORKS = ("odd_even", "bitonic")
+
+
+def _diffsort():
+    """The ``diffsort`` package's functional sort and network builder, or one clear error."""
+    try:
+        from diffsort.functional import sort
+        from diffsort.networks import get_sorting_network
+    except ImportError:
+        raise UserError("the diffsort estimator needs the optional extra: "
+                        "pip install 'estibench[sorting]'") from None
+    return sort, get_sorting_network
+
+
+@functools.lru_cache(maxsize=32)
+def _network(kind: str, n: int, device: str):
+    return _diffsort()[1](kind, n, device)
+
+
+def sorting_network_matrix(s: Tensor, network: str, steepness: float) -> Tensor:
+    """The relaxed permutation matrix ``[*, n, n]`` of a differentiable sorting network
+    (``diffsort``, Cauchy-distribution swaps) on scores ``s`` ``[*, n]``, in the canonical
+    encoding: the package sorts ascending and returns X with sorted = x X, so row i (rank i,
+    descending) is column n − 1 − i of X."""
+    n = s.shape[-1]
+    if network == "bitonic" and n & (n - 1):
+        raise UserError(f"diffsort: the bitonic network needs n a power of 2, got n={n}; use "
+                        "network=odd_even")
+    sort, _ = _diffsort()
+    flat = s.reshape(-1, n)
+    _, matrix = sort(_network(network, n, str(s.device)), flat, steepness, 0.25, "cauchy")
+    return matrix.transpose(-1, -2).flip(-2).reshape(s.shape + (n,))
+
+
+@register
+class DiffSort(_SortRelaxation):
+    """Differentiable sorting networks (Petersen et al. 2021, 2022) on the Gumbel-perturbed
+    scores: an odd-even (n layers) or bitonic (log² n layers) network of relaxed conditional
+    swaps, each mixing the pair by α = atan(β (b − a))/π + ½, β = ``steepness``; the result is
+    the relaxed permutation matrix of the ``diffsort`` package (the optional extra
+    ``estibench[sorting]``)."""
+
+    stochastic = True
+    info = EstimatorInfo(
+        name="diffsort",
+        description="Differentiable sorting network (diffsort package) on the Gumbel-perturbed "
+        "scores: relaxes the Plackett-Luce sample.",
+        families=("permutation",),
+        unbiased=False,
+        pathwise=True,
+        needs_relaxable=True,
+        options=(
+            Option("network", "odd_even", choices=NETWORKS,
+                   doc="odd_even (any n) or bitonic (n a power of 2)"),
+            Option("steepness", 10.0, check=positive, doc="β, the swaps' steepness"),
+        ),
+        references="Petersen et al. 2021, 2022",
+    )
+
+    def unavailable(self) -> str | None:
+        try:
+            _diffsort()
+        except UserError as error:
+            return str(error)
+        return None
+
+    def soften(self, dist: Distribution, keys: Tensor) -> Tensor:
+        return sorting_network_matrix(keys, self.network, self.steepness)
+
+    def pass_elements(self, dist: Distribution, num_samples: int) -> int:
+        """Every layer of the network keeps a few n × n matrices per sample."""
+        n = dist.scores.shape[-1]
+        layers = n if self.network == "odd_even" else max(1, n.bit_length() ** 2)
+        return super().pass_elements(dist, num_samples) + (
+            6 * layers * num_samples * sample_numel(dist))

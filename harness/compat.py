@@ -9,6 +9,9 @@ from problems.base import Problem
 def incompatibility(problem: Problem, estimator: Estimator) -> str | None:
     """Why ``estimator`` cannot run on ``problem``, or ``None`` when it can."""
     p, e = problem.info, estimator.info
+    missing = estimator.unavailable()
+    if missing is not None:
+        return missing
     if p.family not in e.families:
         return (
             f"estimator {e.name!r} does not support the {p.family} family of problem "

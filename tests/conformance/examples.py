@@ -60,6 +60,7 @@ ESTIMATOR_EXAMPLES: dict[str, list[str]] = {
     "sinkhorn": ["sinkhorn:temperature=1.0,iterations=20"],
     "gumbel-sinkhorn": ["gumbel-sinkhorn:temperature=0.5,iterations=30"],
     "st-gumbel-sinkhorn": ["st-gumbel-sinkhorn:temperature=1.0"],
+    "diffsort": ["diffsort:network=odd_even,steepness=10.0"],
     "simple": ["simple"],
     "imle": ["imle", "imle:lambda=1.0,noise_samples=3"],
 }

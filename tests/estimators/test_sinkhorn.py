@@ -67,3 +67,60 @@ def test_gumbel_sinkhorn_bias_falls_with_the_temperature():
         half = z_threshold(ALPHA / 3 / d) * math.sqrt(sum(s * s for s in record["bias_stderr"]))
         intervals.append((record["bias_norm"] - half, record["bias_norm"] + half))
     assert intervals[1][1] < intervals[0][0] and intervals[2][1] < intervals[1][0], intervals
+
+
+# -- diffsort -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["odd_even", "bitonic"])
+def test_sorting_network_tends_to_the_sorting_permutation(network):
+    """In the canonical encoding (row i: the item ranked i, descending); the swaps' error falls
+    like 1/(π β gap) for Cauchy swaps, so it shrinks as the steepness β grows."""
+    from estimators.sinkhorn import sorting_network_matrix
+
+    scores = torch.tensor([[0.3, 2.0, -1.0, 0.7], [1.0, -0.5, 0.2, 3.0]], dtype=torch.float64)
+    distances = [float((sorting_network_matrix(scores, network, beta)
+                        - sorting_matrix(scores)).abs().max()) for beta in (10.0, 100.0, 1e4)]
+    assert distances[0] > distances[1] > distances[2] and distances[2] < 1e-3
+
+
+def test_bitonic_needs_a_power_of_two():
+    from estimators import UserError
+    from estimators.sinkhorn import sorting_network_matrix
+
+    with pytest.raises(UserError, match="power of 2"):
+        sorting_network_matrix(torch.zeros(1, 5), "bitonic", 10.0)
+
+
+def test_missing_extra_is_one_line_naming_it(monkeypatch):
+    import builtins
+
+    from estimators import UserError
+    from estimators.sinkhorn import sorting_network_matrix
+
+    real_import = builtins.__import__
+
+    def no_diffsort(name, *args, **kwargs):
+        if name.startswith("diffsort"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_diffsort)
+    with pytest.raises(UserError, match=r"pip install 'estibench\[sorting\]'"):
+        sorting_network_matrix(torch.zeros(1, 4), "odd_even", 10.0)
+
+
+def test_studies_skip_diffsort_without_the_extra(monkeypatch):
+    from estimators import sinkhorn as module
+    from harness.study import parse_study
+
+    def missing():
+        raise module.UserError("the diffsort estimator needs the optional extra: "
+                               "pip install 'estibench[sorting]'")
+
+    monkeypatch.setattr(module, "_diffsort", missing)
+    study = parse_study('name = "s"\n[[grid]]\nproblems = ["permutation-sort"]\n'
+                        'estimators = ["diffsort", "neuralsort"]\n')
+    cells, skipped = study.expand()
+    assert [c.estimator.split(":")[0] for c in cells] == ["neuralsort"]
+    assert "estibench[sorting]" in skipped[0].reason
