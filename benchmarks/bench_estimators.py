@@ -18,8 +18,9 @@ parameters replicated ``batch`` times, one batched distribution, one surrogate c
 ``num_samples`` samples, one backward pass giving ``batch`` estimates. Parameters are fixed lists
 (the same whatever is installed); what cannot run here is skipped in ``setup`` by raising
 ``NotImplementedError``: an estimator the harness finds incompatible with the problem at that
-size (``harness.compat.incompatibility``, e.g. ``exact`` beyond an enumerable support), and
-CUDA without a GPU. ``tests/test_benchmarks.py`` checks that every registered estimator appears
+size (``harness.compat.incompatibility``, e.g. ``exact`` beyond an enumerable support), a case
+the harness estimates at more than ``CASE_BYTES`` (``replicate_bytes`` × batch), and CUDA
+without a GPU. ``tests/test_benchmarks.py`` checks that every registered estimator appears
 here for every family it supports.
 
 - ``<Family>Estimators.time_forward_backward``: one batched estimate, device synchronised, over
@@ -42,13 +43,16 @@ import torch
 
 from estimators import ESTIMATORS
 from harness.compat import incompatibility
-from harness.measure import batched_estimates, measure
+from harness.measure import batched_estimates, measure, replicate_bytes
 from harness.memory import peak_memory
 from problems import PROBLEMS
 
 from .devices import device_or_skip, sync
 
 SIZES = [5, 128]
+# A case whose batched pass would need more (by the harness's own estimate, replicate_bytes) is
+# skipped, saying so: Sinkhorn and sorting networks keep n × n matrices per iteration or layer.
+CASE_BYTES = 2**31
 BATCHES = [1, 64]
 NUM_SAMPLES = [1, 16]
 DEVICES = ["cpu", "cuda"]
@@ -110,6 +114,11 @@ class _BatchedEstimate:
             raise NotImplementedError(f"{estimator} takes {fewest}..{most} samples here, "
                                       f"not {num_samples}")
         self.problem = problem.to(self.device, torch.float32)
+        needed = replicate_bytes(self.problem, self.estimator, num_samples) * batch
+        if needed > CASE_BYTES:
+            raise NotImplementedError(f"{estimator} at size {size}, batch {batch}, num_samples "
+                                      f"{num_samples} needs about {needed / 2**30:.1f} GiB, more "
+                                      f"than the grid's {CASE_BYTES / 2**30:.0f} GiB per case")
         self.batch = batch
         self.num_samples = num_samples
         self.generator = torch.Generator(self.device).manual_seed(0)
