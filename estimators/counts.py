@@ -86,8 +86,14 @@ def _sample_binomial(dist: Binomial, shape: tuple[int, ...], generator) -> Tenso
 
 def _sample_geometric(dist: Geometric, shape: tuple[int, ...], generator) -> Tensor:
     logits = dist.logits.detach()
-    u = noise.uniform(shape + tuple(dist.batch_shape), generator, like=logits)
-    log1m_p = -torch.nn.functional.softplus(logits.double())  # log(1 − p), stable
+    return geometric_of(logits, noise.uniform(shape + tuple(dist.batch_shape), generator,
+                                              like=logits))
+
+
+def geometric_of(logits: Tensor, u: Tensor) -> Tensor:
+    """Geometric(σ(logits)) counts (failures before the first success) from float64 uniforms
+    ``u`` by inversion, ⌊log u / log(1 − p)⌋, in the logits' dtype."""
+    log1m_p = -torch.nn.functional.softplus(logits.detach().double())  # log(1 − p), stable
     return torch.floor(torch.log(u) / log1m_p).to(logits.dtype)
 
 

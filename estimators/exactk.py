@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -45,7 +44,7 @@ from estimators.base import Estimator, EstimatorInfo, Objective, register, sampl
 from estimators.errors import UserError
 from estimators.families import register_family
 from estimators.registry import Option, at_least, positive
-from estimators.subset import MAX_ENUMERATE, _KHot, topk_khot
+from estimators.subset import _KHot, khot_support, topk_khot
 
 
 NEVER = -1e30  # log 0 for the empty entries (j > i): finite, so that the gradient of
@@ -100,8 +99,7 @@ class ExactK(Distribution):
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         """torch's interface (the global generator); estimators draw with ``draw``."""
-        shape = tuple(sample_shape) + tuple(self.logits.shape)
-        return self.sample_with(noise.uniform(shape, None, like=self.logits.detach()))
+        return _sample_exactk(self, tuple(sample_shape), None)
 
     def log_normalizer(self) -> Tensor:
         """log Z_k ``[*batch]``, differentiable in the logits."""
@@ -129,15 +127,7 @@ class ExactK(Distribution):
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         """All C(n, k) k-hot vectors, ``[N, *batch, n]``."""
-        count = math.comb(self.n, self.k)
-        if count > MAX_ENUMERATE:
-            raise UserError(f"ExactK(n={self.n}, k={self.k}) has {count} sets, more than the "
-                            f"{MAX_ENUMERATE} enumerate_support lists")
-        rows = torch.zeros(count, self.n, dtype=self.logits.dtype, device=self.logits.device)
-        for row, combo in enumerate(itertools.combinations(range(self.n), self.k)):
-            rows[row, list(combo)] = 1
-        rows = rows.reshape((count,) + (1,) * len(self.batch_shape) + (self.n,))
-        return rows.expand((count,) + self.batch_shape + (self.n,)) if expand else rows
+        return khot_support(self, expand)
 
     def sample_with(self, u: Tensor) -> Tensor:
         """Exact samples ``[S, *batch, n]`` from float64 uniforms ``u`` of that shape."""
@@ -205,10 +195,6 @@ class Simple(Estimator):
         return f(z + (mu - mu.detach())).mean(0)
 
 
-def _lambda_check(value: float) -> str | None:
-    return positive(value)
-
-
 @register
 class IMLE(Estimator):
     """I-MLE (Niepert, Minervini & Franceschi 2021) for exact-k subsets: perturb-and-MAP with
@@ -225,7 +211,7 @@ class IMLE(Estimator):
         pathwise=True,
         needs_relaxable=True,
         options=(
-            Option("lambda", 10.0, check=_lambda_check, doc="λ > 0: the step to the target "
+            Option("lambda", 10.0, check=positive, doc="λ > 0: the step to the target "
                    "distribution θ − λ ∇_z f"),
             Option("noise_samples", 10, check=at_least(1),
                    doc="s, the Gamma terms of the sum-of-Gamma noise"),

@@ -48,7 +48,7 @@ from torch.distributions import (Bernoulli, Binomial, Distribution, Geometric, N
 
 from estimators import noise
 from estimators.base import Estimator, EstimatorInfo, Objective, register
-from estimators.counts import invert_cdf
+from estimators.counts import geometric_of, invert_cdf
 from estimators.errors import IncompatibleError
 from estimators.families import base_distribution, draw
 
@@ -103,10 +103,9 @@ class MeasureValued(Estimator):
             return z, z + 1 - 2 * b, n * (1 - 2 * b), probs
         if isinstance(base, NegativeBinomial):
             z = invert_cdf(base, u[0]).to(p.dtype)
-            g = torch.floor(torch.log(u[1]) / torch.log(p.double())).to(p.dtype)  # NB(1, p)
+            g = geometric_of(-base.logits, u[1])  # NB(1, p): Geometric with success 1 − p
             return z, z + g + 1, (base.total_count / (1 - p)).expand_as(z), probs
-        log1m_p = -torch.nn.functional.softplus(base.logits.detach().double())  # log(1 − p)
-        z, g = (torch.floor(torch.log(v) / log1m_p).to(p.dtype) for v in (u[0], u[1]))
+        z, g = geometric_of(base.logits, u[0]), geometric_of(base.logits, u[1])
         return z, z + g + 1, (-1 / p).expand_as(z), probs
 
     def surrogate(

@@ -49,17 +49,13 @@ from estimators import noise
 from estimators.base import Estimator, EstimatorInfo, Objective, register
 from estimators.errors import UserError
 from estimators.families import base_distribution, family_of, one_hot_argmax
-from estimators.registry import Option, at_least, positive
+from estimators.registry import Option, at_least, finite, positive
 from estimators.straight_through import conditional_gumbel, conditional_logistic
-
-
-def _finite(value: float) -> str | None:
-    return None if math.isfinite(value) else "a finite number"
 
 
 OPTIONS = (
     Option("temperature", 0.5, check=positive, doc="initial λ > 0 of σ_λ (learned)"),
-    Option("eta", 1.0, check=_finite, doc="initial η, the scale of η f(σ_λ(z)) (learned)"),
+    Option("eta", 1.0, check=finite, doc="initial η, the scale of η f(σ_λ(z)) (learned)"),
     Option("adapt_steps", 300, check=at_least(0),
            doc="steps of φ on the variance at θ before a measurement cell's replicates "
                "(0: η and λ stay at their options)"),

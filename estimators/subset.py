@@ -216,17 +216,25 @@ class Subset(Distribution):
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         """All C(n, k) k-hot vectors, ``[N, *batch, n]`` (``[N, 1.., n]`` unexpanded)."""
-        count = math.comb(self.n, self.k)
-        if count > MAX_ENUMERATE:
-            raise UserError(
-                f"Subset(n={self.n}, k={self.k}) has {count} subsets, more than the "
-                f"{MAX_ENUMERATE} enumerate_support lists"
-            )
-        rows = torch.zeros(count, self.n, dtype=self.logits.dtype, device=self.logits.device)
-        for row, combo in enumerate(itertools.combinations(range(self.n), self.k)):
-            rows[row, list(combo)] = 1
-        rows = rows.reshape((count,) + (1,) * len(self.batch_shape) + (self.n,))
-        return rows.expand((count,) + self.batch_shape + (self.n,)) if expand else rows
+        return khot_support(self, expand)
+
+
+def khot_support(dist: Distribution, expand: bool = True) -> Tensor:
+    """All C(n, k) k-hot vectors of a k-subset distribution (``Subset``, ``ExactK``: attributes
+    ``n``, ``k``, ``logits``), ``[N, *batch, n]`` (``[N, 1.., n]`` unexpanded); at most
+    ``MAX_ENUMERATE`` of them."""
+    n, k, batch = dist.n, dist.k, dist.batch_shape
+    count = math.comb(n, k)
+    if count > MAX_ENUMERATE:
+        raise UserError(
+            f"{type(dist).__name__}(n={n}, k={k}) has {count} subsets, more than the "
+            f"{MAX_ENUMERATE} enumerate_support lists"
+        )
+    rows = torch.zeros(count, n, dtype=dist.logits.dtype, device=dist.logits.device)
+    for row, combo in enumerate(itertools.combinations(range(n), k)):
+        rows[row, list(combo)] = 1
+    rows = rows.reshape((count,) + (1,) * len(batch) + (n,))
+    return rows.expand((count,) + batch + (n,)) if expand else rows
 
 
 def topk_khot(keys: Tensor, k: int, *, ordered: bool = False) -> Tensor | tuple[Tensor, Tensor]:

@@ -29,54 +29,47 @@ ADAPT_REPLICATES = 32
 def variance_objective(problem: Problem, estimator: Estimator, *, num_samples: int,
                        replicates: int, generator: torch.Generator) -> Tensor:
     """(1/R) Σ_r ‖ĝ_r‖² over R replicates at the problem's θ, differentiable in φ."""
-    theta = [p.detach().expand(replicates, *p.shape).clone().requires_grad_(True)
-             for p in problem.parameters()]
-    replicated = problem.with_parameters(theta)
-    surrogate = estimator.surrogate(replicated.distribution(), replicated.objective,
+    from harness.measure import replicated
+
+    work, theta = replicated(problem, replicates)
+    surrogate = estimator.surrogate(work.distribution(), work.objective,
                                     num_samples=num_samples, generator=generator)
     grads = torch.autograd.grad(surrogate.sum(), theta, create_graph=True, allow_unused=True)
-    return sum(g.pow(2).sum() for g in grads if g is not None) / replicates
+    return squared_norm(grads) / replicates
 
 
-def fresh(problem: Problem, estimator: Estimator, seed: int) -> Estimator:
-    """The estimator with φ initialised from ``derived_seed(seed, "state")``."""
-    from harness.measure import derived_seed
-
-    device = problem.parameters()[0].device
-    generator = torch.Generator(device).manual_seed(derived_seed(seed, "state"))
-    return estimator.with_fresh_state(problem.distribution(), generator)
+def squared_norm(grads) -> Tensor:
+    """Σ ‖g‖² over the gradients that exist."""
+    return sum(g.pow(2).sum() for g in grads if g is not None)
 
 
 def adapt(problem: Problem, estimator: Estimator, *, num_samples: int, seed: int,
           freeze: bool = True) -> Estimator:
-    """A copy of ``estimator`` whose φ was adapted at the problem's θ for its
-    ``adapt_steps`` and then (with ``freeze``) frozen; an estimator that does not learn is
-    returned as it is."""
+    """A copy of ``estimator`` whose φ starts from ``derived_seed(seed, "state")``, takes its
+    ``adapt_steps`` at the problem's θ (noise from ``derived_seed(seed, "adapt")``) and is then
+    (with ``freeze``) frozen; an estimator that does not learn is returned as it is."""
     if not estimator.info.learns:
         return estimator
     from harness.measure import derived_seed
 
-    adapted = fresh(problem, estimator, seed)
-    phi = adapted.state_parameters()
-    optimiser = torch.optim.Adam(phi, lr=adapted.state_learning_rate)
     device = problem.parameters()[0].device
+    adapted = estimator.with_fresh_state(
+        problem.distribution(), torch.Generator(device).manual_seed(derived_seed(seed, "state")))
+    trainer = StateTrainer(adapted)
     generator = torch.Generator(device).manual_seed(derived_seed(seed, "adapt"))
     for _ in range(adapted.adapt_steps):
-        loss = variance_objective(problem, adapted, num_samples=num_samples,
-                                  replicates=ADAPT_REPLICATES, generator=generator)
-        optimiser.zero_grad(set_to_none=True)
-        for p, g in zip(phi, torch.autograd.grad(loss, phi, allow_unused=True)):
-            p.grad = g
-        optimiser.step()
+        trainer.descend(variance_objective(problem, adapted, num_samples=num_samples,
+                                           replicates=ADAPT_REPLICATES, generator=generator))
     if freeze:
-        for p in phi:
+        for p in trainer.phi:
             p.requires_grad_(False)
     return adapted
 
 
 class StateTrainer:
-    """One φ step per θ step of a training run: ``step(grads)`` takes the θ gradients of the
-    step's estimate, computed with ``create_graph=True``, and moves φ down ∂‖ĝ‖²/∂φ."""
+    """φ's optimiser: ``descend(loss)`` takes one Adam step down ∂loss/∂φ; ``step(grads)``, in
+    a training run, one step down ∂‖ĝ‖²/∂φ from the θ gradients of the step's estimate
+    (computed with ``create_graph=True``)."""
 
     def __init__(self, estimator: Estimator) -> None:
         self.phi = estimator.state_parameters()
@@ -87,9 +80,11 @@ class StateTrainer:
     def active(self) -> bool:
         return self.optimiser is not None
 
-    def step(self, grads: list[Tensor]) -> None:
-        loss = sum(g.pow(2).sum() for g in grads if g is not None)
+    def descend(self, loss: Tensor) -> None:
         self.optimiser.zero_grad(set_to_none=True)
         for p, g in zip(self.phi, torch.autograd.grad(loss, self.phi, allow_unused=True)):
             p.grad = g
         self.optimiser.step()
+
+    def step(self, grads: list[Tensor]) -> None:
+        self.descend(squared_norm(grads))

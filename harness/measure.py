@@ -144,15 +144,13 @@ def estimate_chunks(
     budget, source = budget_module.resolve(problem.parameters()[0].device, memory_budget)
     chunk_size = replicates_per_pass(problem, estimator, num_samples, budget=budget,
                                      budget_source=source, most=chunk_size)
-    params = problem.parameters()
     bounds = range(0, replicates, chunk_size)
     for start in progress(bounds, description=description, enabled=show_progress):
         n = min(chunk_size, replicates - start)
-        theta = [p.detach().expand(n, *p.shape).clone().requires_grad_(True) for p in params]
-        replicated = problem.with_parameters(theta)
+        work, theta = replicated(problem, n)
         surrogate = estimator.surrogate(
-            replicated.distribution(),
-            replicated.objective,
+            work.distribution(),
+            work.objective,
             num_samples=num_samples,
             generator=generator,
         )
@@ -163,6 +161,14 @@ def estimate_chunks(
             )
         grads = torch.autograd.grad(surrogate.sum(), theta, allow_unused=True)
         yield _flatten(grads, theta, n).detach()
+
+
+def replicated(problem: Problem, n: int) -> tuple[Problem, list[Tensor]]:
+    """(the problem with its θ repeated along a new leading dimension of ``n`` independent
+    copies, those copies): one surrogate call on it gives ``n`` estimates."""
+    theta = [p.detach().expand(n, *p.shape).clone().requires_grad_(True)
+             for p in problem.parameters()]
+    return problem.with_parameters(theta), theta
 
 
 def streamed_moments(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor, int]:
