@@ -141,23 +141,20 @@ class Study:
                                            Skipped(kind, problem, estimator, reason))
                         continue
                     fewest = grid["fewest"][estimator]
+                    most = grid["most"].get((problem, estimator))
                     for num_samples, seed in itertools.product(grid["num_samples"],
                                                                grid["seeds"]):
+                        reason = None
                         if num_samples < fewest:
+                            reason = f"needs num_samples >= {fewest}"
+                        elif most is not None and num_samples > most:
+                            reason = (f"takes at most {most} on {problem} (distinct outcomes "
+                                      "drawn without replacement)")
+                        if reason is not None:
                             skipped.setdefault(
                                 (kind, problem, estimator, num_samples),
                                 Skipped(kind, problem, estimator,
-                                        f"num_samples={num_samples}: {estimator} needs "
-                                        f"num_samples >= {fewest}"))
-                            continue
-                        most = grid["most"].get((problem, estimator))
-                        if most is not None and num_samples > most:
-                            skipped.setdefault(
-                                (kind, problem, estimator, num_samples),
-                                Skipped(kind, problem, estimator,
-                                        f"num_samples={num_samples}: {estimator} takes at most "
-                                        f"{most} on {problem} (distinct outcomes drawn without "
-                                        "replacement)"))
+                                        f"num_samples={num_samples}: {estimator} {reason}"))
                             continue
                         cell = Cell(kind, problem, estimator, num_samples, seed,
                                     tuple(sorted(grid["settings"].items())), self.seed)
