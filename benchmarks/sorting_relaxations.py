@@ -7,8 +7,9 @@ torchsort's ``soft_sort`` is a different relaxation (a projection onto the permu
 Blondel et al. 2020) that produces the sorted *values*, not a matrix, and is labelled so. Times
 are medians of interleaved calls (``devices.interleaved_medians``); peak tensor memory is the
 profiler's on the CPU and the allocator's on CUDA. A kernel whose package is missing
-(``estibench[sorting]`` for diffsort, ``torchsort`` itself) is reported as such; diffsort's
-odd-even network has n layers of n × n matrices, so it stops at ``--diffsort-max-n``.
+(``estibench[sorting]`` for diffsort; ``torchsort`` itself, built as the README says) is
+reported as such; diffsort's odd-even network has n layers of n × n matrices, so it stops at
+``--diffsort-max-n``.
 
     python benchmarks/sorting_relaxations.py [--sizes 16,256,1024] [--batch 8] [--device cuda]
 """
@@ -42,7 +43,7 @@ def kernels(n: int, diffsort_max_n: int) -> dict:
         import torchsort
 
         chosen["torchsort.soft_sort (values)"] = lambda s: torchsort.soft_sort(
-            s.cpu() if s.device.type == "cpu" else s, regularization_strength=1.0)
+            s, regularization_strength=1.0)
     except ImportError:
         pass
     return chosen
@@ -61,7 +62,8 @@ def main() -> None:
     try:
         import torchsort  # noqa: F401
     except ImportError:
-        print("torchsort: not installed (pip install torchsort); left out")
+        print("torchsort: not installed (pip install --no-build-isolation torchsort, see the README); "
+              "left out")
     for n in [int(v) for v in args.sizes.split(",")]:
         generator = torch.Generator(device).manual_seed(0)
         scores = torch.randn(args.batch, n, generator=generator, device=device)
