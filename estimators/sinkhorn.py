@@ -23,6 +23,13 @@ standard-normal scores at τ = 1: 1e-2 after 20 iterations, 6e-8 after 100) and 
 τ falls (at τ = 0.03 it is still 0.1 after 100 iterations). ``diagnostics`` reports it for the
 scores at θ (``row_error``), so a record states the tolerance it was run at; raise
 ``iterations`` with a small τ.
+
+**Not here: "vanilla RS"** (Grover et al. 2019's third baseline). In the authors' code it is a
+model: a network maps the n inputs jointly to n² logits whose row-wise softmax is trained by
+cross-entropy against the true permutation; no scores, no Plackett-Luce, no temperature. It is
+not a function of the n scores these estimators relax, and the row softmax of X above is not a
+faithful stand-in: as τ → 0 every row with n + 1 − 2i > 0 picks the largest score, so it does
+not sort.
 """
 
 from __future__ import annotations
