@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from estimators.errors import UserError
 from harness.budget import parse_size
+from harness.progress import progress
 from harness.store import Store
 from harness.study import Cell, Study
 
@@ -294,19 +294,6 @@ class Summary:
                 f"pairs skipped; store: {directory}")
 
 
-def _bar(enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("[red]{task.fields[failed]} failed[/] · "
-                               "{task.fields[skipped]} skipped"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    transient=True)
-
-
 def run_study(
     study: Study,
     directory: str | Path,
@@ -380,24 +367,15 @@ def _run_cells(study: Study, todo: list[Cell], store: Store, summary: Summary, *
         jobs.append(CellJob(cell, study.threads, study.timing, study.memory, memory_budget,
                             seed, reference))
     workers = workers or min(len(jobs), os.cpu_count() or 1)
-    bar = _bar(show_progress)
-    task = None
-    if bar is not None:
-        bar.start()
-        task = bar.add_task(f"study {study.name}", total=summary.total,
-                            completed=summary.already, failed=0, skipped=summary.skipped)
     results = _RUNNERS[executor](jobs, workers, ray_address)
-    try:
-        # closing: an interrupted run ends the executor's workers before it returns
-        with contextlib.closing(results):
-            for job, result in results:
-                store.write(job.cell, result)
-                if result["status"] == "ok":
-                    summary.done += 1
-                else:
-                    summary.failed += 1
-                if bar is not None:
-                    bar.update(task, advance=1, failed=summary.failed)
-    finally:
-        if bar is not None:
-            bar.stop()
+    shown = progress(results, description=f"study {study.name}", enabled=show_progress,
+                     total=len(jobs), already=summary.already, unit="cells",
+                     status=lambda: f"{summary.failed} failed")
+    # closing: an interrupted run stops the bar, then ends the executor's workers
+    with contextlib.closing(results), contextlib.closing(shown):
+        for job, result in shown:
+            store.write(job.cell, result)
+            if result["status"] == "ok":
+                summary.done += 1
+            else:
+                summary.failed += 1

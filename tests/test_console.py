@@ -1,0 +1,177 @@
+"""What the command line shows (issue 19, "Console"): progress lines in a log, ``estibench``
+alone, ``estibench list`` piped, and a finished store that is one file.
+
+The progress tests run on a fake clock that the loop body moves on: no sleeping, and the lines
+printed for a simulated duration are exact.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from harness import progress as progress_module
+from harness import runner
+from harness.progress import progress
+from harness.runner import run_study
+from harness.study import parse_study
+
+TINY = """
+name = "tiny"
+seed = 3
+replicates = 20
+timing = false
+memory = false
+
+[[grid]]
+problems = ["bernoulli-toy:dim=2", "categorical-linear:k=3"]
+estimators = ["reinforce", "exact"]
+num_samples = [1, 2]
+"""
+
+
+# --------------------------------------------------------------------- progress in a log file
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake ``time.monotonic`` for harness.progress only; stderr is capsys's (not a tty)."""
+    now = {"t": 0.0}
+    monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(monotonic=lambda: now["t"]))
+    assert not sys.stderr.isatty()
+    return now
+
+
+def _err_lines(capsys) -> list[str]:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err.splitlines()
+
+
+def test_a_long_loop_prints_a_line_every_interval_and_one_at_the_end(clock, capsys):
+    failed = 0
+    for item in progress(range(277), description="study quick", unit="cells",
+                         status=lambda: f"{failed} failed"):
+        clock["t"] += 1.0  # each cell takes a second
+        failed += item % 10 == 9  # cells 9, 19, 29, ... fail
+    lines = _err_lines(capsys)
+    # 277 s: a line after 30, 60, ..., 270 s (9 lines), and one when the loop ends.
+    assert len(lines) == 10
+    assert lines[0] == "study quick: 30/277 cells done, 3 failed, 30s elapsed, ETA 4m07s"
+    assert lines[1] == "study quick: 60/277 cells done, 6 failed, 1m00s elapsed, ETA 3m37s"
+    assert lines[-1] == "study quick: 277/277 cells done, 27 failed, 4m37s elapsed"
+
+
+def test_the_interval_is_a_parameter_and_slow_items_give_at_most_one_line_each(clock, capsys):
+    for _ in progress(range(10), description="d", interval=5.0):
+        clock["t"] += 12.0  # every item is slower than the interval
+    lines = _err_lines(capsys)
+    assert len(lines) == 11  # one after each item, one at the end
+    assert lines[0] == "d: 1/10 steps done, 12s elapsed, ETA 1m48s"
+    assert lines[-1] == "d: 10/10 steps done, 2m00s elapsed"
+
+
+def test_a_resumed_loop_counts_what_was_done_before_but_not_in_the_eta(clock, capsys):
+    for _ in progress(iter(range(100)), description="study s", total=100, already=177,
+                      unit="cells"):
+        clock["t"] += 2.0
+    lines = _err_lines(capsys)
+    assert lines[0] == "study s: 192/277 cells done, 30s elapsed, ETA 2m50s"  # 85 left × 2 s
+
+
+def test_without_a_total_there_is_a_count_and_no_eta(clock, capsys):
+    for _ in progress(iter(range(40)), description="g"):
+        clock["t"] += 1.0
+    assert _err_lines(capsys) == ["g: 30 steps done, 30s elapsed", "g: 40 steps done, 40s elapsed"]
+
+
+@pytest.mark.parametrize("steps, seconds_per_step", [(1000, 0.001), (29, 1.0)])
+def test_a_loop_shorter_than_the_interval_prints_nothing(clock, capsys, steps, seconds_per_step):
+    for _ in progress(range(steps), description="quick"):
+        clock["t"] += seconds_per_step
+    assert _err_lines(capsys) == []
+
+
+def test_disabled_or_single_step_loops_print_nothing(clock, capsys):
+    for _ in progress(range(100), description="off", enabled=False):
+        clock["t"] += 10.0
+    for _ in progress([1], description="one"):
+        clock["t"] += 100.0
+    assert _err_lines(capsys) == []
+
+
+def test_a_loop_left_early_prints_no_last_line(clock, capsys):
+    for item in progress(range(100), description="left"):
+        clock["t"] += 1.0
+        if item == 44:
+            break
+    assert _err_lines(capsys) == ["left: 30/100 steps done, 30s elapsed, ETA 1m10s"]
+
+
+def test_a_study_run_in_a_log_reports_cells_done_and_failed(clock, capsys, tmp_path, monkeypatch):
+    """The runner drives its cells through ``progress``: done, failed and ETA in the lines."""
+    study = parse_study(TINY)
+    cells = study.expand()[0]
+    seen = []
+
+    def fake_cell(job):
+        clock["t"] += 10.0  # ten seconds a cell
+        seen.append(job.cell.key)
+        status = "failed" if len(seen) % 2 == 0 else "ok"  # every second cell fails
+        return {"status": status, "record": {} if status == "ok" else None,
+                "error": None if status == "ok" else "boom", "traceback": "",
+                "started": 0.0, "finished": 0.0}
+
+    monkeypatch.setattr(runner, "run_cell", fake_cell)
+    summary = run_study(study, tmp_path, executor="inline")
+    assert summary.done + summary.failed == len(cells) == 8
+    lines = _err_lines(capsys)
+    # 80 s: lines after cells 3, 6 (30 s, 60 s) and one at the end.
+    assert lines == [
+        "study tiny: 3/8 cells done, 1 failed, 30s elapsed, ETA 50s",
+        "study tiny: 6/8 cells done, 3 failed, 1m00s elapsed, ETA 20s",
+        "study tiny: 8/8 cells done, 4 failed, 1m20s elapsed",
+    ]
+
+
+class _Bar:
+    """Stands in for rich's Progress: records the task and its updates."""
+
+    def __init__(self, *columns, **options) -> None:
+        self.columns, self.task, self.updates = columns, None, []
+        _Bar.last = self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def add_task(self, description, **fields):
+        self.task = {"description": description, **fields}
+        return 0
+
+    def update(self, task, **fields) -> None:
+        self.updates.append(fields)
+
+
+def test_on_a_terminal_the_bar_carries_the_status_and_what_was_done_before(clock, monkeypatch,
+                                                                          capsys):
+    import rich.progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(rich.progress, "Progress", _Bar)
+    failed = 0
+    for _ in progress(iter(range(5)), description="study s", total=5, already=10,
+                      status=lambda: f"{failed} failed"):
+        clock["t"] += 0.6
+        failed += 1
+    # The bar starts after 2 steps (1.2 s >= 1 s): 12 of 15 done, 2 failed; 3 updates follow.
+    assert _Bar.last.task == {"description": "study s", "total": 15, "completed": 12,
+                              "status": "2 failed"}
+    assert _Bar.last.updates[-1] == {"advance": 1, "status": "5 failed"}
+    assert len(_Bar.last.updates) == 3
+    assert _err_lines(capsys) == []  # the bar, not lines
