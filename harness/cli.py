@@ -10,8 +10,9 @@
                       [--seed S] [--device cpu|cuda] [--dtype float32|float64] [--json]
                       [--memory-budget SIZE] [--reference-replicates R] [--reference-seed S]
 
-A user's mistake (unknown name, bad option, incompatible pair, unavailable device) prints one
-line, ``estibench: error: ...``, and exits with status 2; tracebacks are for our bugs.
+``estibench`` alone prints this help (exit status 0). A user's mistake (unknown name, bad
+option, incompatible pair, unavailable device) prints one line, ``estibench: error: ...``, and
+exits with status 2; tracebacks are for our bugs.
 """
 
 from __future__ import annotations
@@ -38,13 +39,20 @@ def _console():
 
 
 def command_list(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+    """Each registered estimator or problem: its name and traits on one line, then its
+    description and options, indented.
+
+    On a terminal a line longer than the window wraps with its indent kept. Piped or redirected,
+    nothing wraps and there is no styling: one entry per line, the same on every machine, so
+    ``estibench list | grep pathwise`` finds whole lines.
+    """
+    from rich.text import Text
 
     which = [args.what] if args.what else ["estimators", "problems"]
-    console = _console()
+    lines: list[tuple[int, int, Text]] = []  # (indent, indent of continuation lines, text)
     for what in which:
         registry = ESTIMATORS if what == "estimators" else PROBLEMS
-        console.print(f"[bold underline]{what}[/]")
+        lines.append((0, 0, Text(what, style="bold underline")))
         for cls in registry:
             info = cls.info
             if what == "estimators":
@@ -55,12 +63,28 @@ def command_list(args: argparse.Namespace) -> int:
                               if per_sample is None else f"f evaluations: {per_sample} per sample")
             else:
                 traits = [info.family, "exact gradient" if info.exact else "reference gradient"]
-            console.print(f"  [bold]{info.name}[/]  ({escape('; '.join(traits))})")
-            console.print(f"      {escape(info.description)}")
+            lines.append((2, 4, Text.assemble((info.name, "bold"), f"  ({'; '.join(traits)})")))
+            lines.append((6, 8, Text(info.description)))
             for option in info.options:
-                console.print(f"      {escape(option.describe())}: {escape(option.doc)}")
-        console.print()
+                lines.append((6, 8, Text(f"{option.describe()}: {option.doc}")))
+        lines.append((0, 0, Text()))
+    _print_indented(_console(), lines)
     return 0
+
+
+def _print_indented(console, lines) -> None:
+    """Print (indent, continuation indent, Text) lines: wrapped to a terminal's width with the
+    indents kept, or, when the output is not a terminal, one line each, however long."""
+    from rich.text import Text
+
+    for indent, hanging, text in lines:
+        if not console.is_terminal:
+            console.print(Text(" " * indent) + text, soft_wrap=True)
+            continue
+        for number, line in enumerate(text.wrap(console, max(console.width - hanging, 20))):
+            line.rstrip()  # the space a line was broken at
+            console.print(Text(" " * (indent if number == 0 else hanging)) + line,
+                          soft_wrap=True)
 
 
 def render_record(record: dict) -> None:
@@ -288,9 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="estibench",
         description="Benchmark gradient estimators for discrete random variables.",
     )
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    # Not required: no command at all asks for the help (main prints it, exit status 0).
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     listing = commands.add_parser("list", help="list registered estimators and problems")
     listing.add_argument("what", nargs="?", choices=["estimators", "problems"])
@@ -369,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # plain `estibench`: a request for help, not a mistake
+        parser.print_help()
+        return 0
     from reports.read import StoreReadError
 
     try:

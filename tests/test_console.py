@@ -7,17 +7,26 @@ printed for a simulated duration are exact.
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
+from estimators import ESTIMATORS
+from harness import cli
 from harness import progress as progress_module
 from harness import runner
+from harness.cli import main
 from harness.progress import progress
 from harness.runner import run_study
 from harness.study import parse_study
+from problems import PROBLEMS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = """
 name = "tiny"
@@ -175,3 +184,76 @@ def test_on_a_terminal_the_bar_carries_the_status_and_what_was_done_before(clock
     assert _Bar.last.updates[-1] == {"advance": 1, "status": "5 failed"}
     assert len(_Bar.last.updates) == 3
     assert _err_lines(capsys) == []  # the bar, not lines
+
+
+# --------------------------------------------------------------------------- estibench alone
+
+
+def test_estibench_alone_prints_the_help_and_exits_0(capsys):
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.startswith("usage: estibench")
+    for command in ("list", "measure", "study", "run", "report", "export"):
+        assert f"\n    {command} " in captured.out
+
+
+# ------------------------------------------------------------------------ estibench list piped
+
+
+def _piped_list(capsys) -> str:
+    assert main(["list"]) == 0
+    return capsys.readouterr().out
+
+
+def test_list_piped_is_one_entry_per_line(capsys):
+    lines = _piped_list(capsys).splitlines()
+    assert "\x1b" not in "".join(lines)  # no styling in a pipe
+    for cls in ESTIMATORS:
+        info = cls.info
+        header = f"  {info.name}  ({', '.join(info.families)}; "
+        assert any(line.startswith(header) and line.endswith(")") for line in lines), header
+        assert f"      {info.description}" in lines
+        for option in info.options:
+            assert f"      {option.describe()}: {option.doc}" in lines
+    for cls in PROBLEMS:
+        assert any(line.startswith(f"  {cls.info.name}  ({cls.info.family}; ") for line in lines)
+        assert f"      {cls.info.description}" in lines
+    # Nothing wrapped: every line is a heading, an entry (2 spaces) or its details (6).
+    for line in lines:
+        assert line in ("estimators", "problems", "") or line.startswith("  "), line
+        indent = len(line) - len(line.lstrip(" "))
+        assert indent in (0, 2, 6), line
+
+
+def _terminal_list(monkeypatch, width: int) -> str:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda: Console(
+        file=screen, force_terminal=True, color_system=None, width=width, highlight=False))
+    assert main(["list"]) == 0
+    return screen.getvalue()
+
+
+def test_list_piped_has_the_layout_of_a_wide_enough_terminal(capsys, monkeypatch):
+    piped = _piped_list(capsys)
+    assert _terminal_list(monkeypatch, 10_000) == piped
+
+
+def test_list_on_a_narrow_terminal_wraps_with_the_indent_kept(monkeypatch):
+    lines = _terminal_list(monkeypatch, 60).splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert all(line == line.rstrip() for line in lines)
+    continued = [line for line in lines if len(line) - len(line.lstrip(" ")) in (4, 8)]
+    assert continued  # some entries wrapped, under their own indent
+    assert all(line in ("estimators", "problems", "") or line.startswith("  ") for line in lines)
+
+
+def test_list_through_a_real_pipe_ignores_the_columns_variable(capsys):
+    """What ``estibench list | less`` gets: the in-process output, whatever COLUMNS says."""
+    env = {**os.environ, "COLUMNS": "40"}
+    env.pop("FORCE_COLOR", None)
+    piped = subprocess.run([sys.executable, "-m", "harness.cli", "list"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True, timeout=120)
+    assert piped.stdout == _piped_list(capsys)

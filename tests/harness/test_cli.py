@@ -65,7 +65,8 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["measure", "bernoulli-toy", "reinforce", "--replicates", "many"], ["mesure"], []]
+    "argv", [["measure", "bernoulli-toy", "reinforce", "--replicates", "many"], ["mesure"],
+             ["study"]]  # (estibench alone prints the help: tests/test_console.py)
 )
 def test_usage_mistakes_are_one_line_too(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
