@@ -13,7 +13,11 @@ Tables:
 
 Only the driver process writes. Every cell is written in its own transaction, in WAL mode with
 ``synchronous=FULL``, so killing the process at any moment loses no finished cell and leaves a
-readable database. ``load(DIR)`` reads it as a pandas DataFrame.
+readable database. Closing the store (``Store.close``, or leaving ``with Store(...)``) folds
+the write-ahead log into the database and returns it to rollback-journal mode, so a finished
+store is the one file ``results.sqlite``: no ``-wal`` or ``-shm`` beside it, and none made later
+by the read-only readers (which, on a database left in WAL mode, create both and cannot remove
+them). ``load(DIR)`` reads it as a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -105,15 +109,34 @@ class Store:
         self.path = database_path(self.directory)
         with damage_reported(self.path):
             self.connection = connect(self.path)
-            self.connection.executescript(_SCHEMA)
-            # Damaged pages now, in one message, rather than in the middle of a resumed run.
-            (verdict,) = self.connection.execute("PRAGMA quick_check(1)").fetchone()
-            if verdict != "ok":  # e.g. "*** in database main ***\nPage 5: btreeInitPage() ..."
-                detail = " ".join(verdict.replace("*** in database main ***", "").split())
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({detail})")
+            try:
+                self.connection.executescript(_SCHEMA)
+                # Damaged pages now, in one message, rather than in the middle of a resumed run.
+                (verdict,) = self.connection.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":  # e.g. "*** in database main ***\nPage 5: btreeInitPage() ..."
+                    detail = " ".join(verdict.replace("*** in database main ***", "").split())
+                    raise sqlite3.DatabaseError(f"database disk image is malformed ({detail})")
+            except BaseException:
+                self.connection.close()
+                raise
 
     def close(self) -> None:
-        self.connection.close()
+        """Fold the write-ahead log into the database, leave WAL mode and close.
+
+        Afterwards ``results.sqlite`` holds everything and no ``-wal``/``-shm`` file is left
+        beside it. A reader that holds the database open at that moment keeps it in WAL mode
+        (SQLite needs the only connection to leave it); that is harmless, the next writer's
+        close tidies up.
+        """
+        connection = self.connection
+        try:
+            connection.execute("PRAGMA busy_timeout = 2000")  # a reader: wait briefly, not 30 s
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            connection.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error:
+            pass  # busy (a reader) or the disk failed: the data is safe in WAL mode all the same
+        finally:
+            connection.close()
 
     def __enter__(self) -> Store:
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 import types
@@ -23,6 +24,7 @@ from harness import runner
 from harness.cli import main
 from harness.progress import progress
 from harness.runner import run_study
+from harness.store import Store, database_path, export, load, study_info
 from harness.study import parse_study
 from problems import PROBLEMS
 
@@ -257,3 +259,45 @@ def test_list_through_a_real_pipe_ignores_the_columns_variable(capsys):
     piped = subprocess.run([sys.executable, "-m", "harness.cli", "list"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True, timeout=120)
     assert piped.stdout == _piped_list(capsys)
+
+
+# ----------------------------------------------------------------- a finished store, one file
+
+
+def _beside(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("results.sqlite"))
+
+
+def test_a_finished_run_and_its_readers_leave_only_results_sqlite(tmp_path, capsys):
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["study", "run", str(study_file), "--out", str(out), "--executor", "inline"]) == 0
+    assert _beside(out) == ["results.sqlite"]
+    # The readers open the database read-only; on a WAL database they would create -wal and
+    # -shm and could not remove them. After a run it is in rollback-journal mode.
+    assert len(load(out)) == 8 and study_info(out)["name"] == "tiny"
+    export(out, "csv", tmp_path / "csv")
+    assert main(["study", "run", str(study_file), "--out", str(out), "--resume"]) == 0
+    assert _beside(out) == ["results.sqlite"]
+    with sqlite3.connect(f"file:{database_path(out)}?mode=ro", uri=True) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert reader.execute("SELECT count(*) FROM cells").fetchone() == (8,)
+    reader.close()
+    assert _beside(out) == ["results.sqlite"]
+
+
+def test_a_reader_open_at_close_keeps_wal_mode_until_the_next_writer(tmp_path):
+    with Store(tmp_path) as store:
+        store.bind("tiny", "fingerprint", TINY, allow_changed=False)
+        assert _beside(tmp_path) == ["results.sqlite", "results.sqlite-shm", "results.sqlite-wal"]
+    reader = sqlite3.connect(f"file:{database_path(tmp_path)}?mode=ro", uri=True)
+    store = Store(tmp_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM study").fetchall()  # a read transaction open at close
+    store.close()  # cannot leave WAL mode now: no error, the data is stored all the same
+    reader.close()
+    assert study_info(tmp_path)["name"] == "tiny"
+    with Store(tmp_path):
+        pass
+    assert _beside(tmp_path) == ["results.sqlite"]
