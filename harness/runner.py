@@ -327,6 +327,7 @@ def run_study(
     summary = Summary(total=len(cells), skipped=len(skipped))
     with Store(directory) as store:
         store.bind(study.name, study.fingerprint(), study.source, allow_changed=allow_changed)
+        store.write_labels(labels(cells, skipped))
         finished = store.finished()
         keep = {"ok"} if retry_failed else {"ok", "failed"}
         todo = [cell for cell in cells if finished.get(cell.key) not in keep]
@@ -347,6 +348,23 @@ def run_study(
                        ray_address=ray_address, show_progress=show_progress,
                        memory_budget=memory_budget)
     return summary
+
+
+def labels(cells, skipped) -> dict[str, str]:
+    """spec -> label (``Registry.short``: the options left at their defaults dropped) of every
+    problem and estimator the study names; a spec the registries cannot read keeps itself."""
+    from estimators import ESTIMATORS
+    from problems import PROBLEMS
+
+    found = {}
+    for item in [*cells, *skipped]:
+        for registry, spec in ((PROBLEMS, item.problem), (ESTIMATORS, item.estimator)):
+            if spec not in found:
+                try:
+                    found[spec] = registry.short(spec)
+                except Exception:  # an unknown name or a bad option: the skip says why
+                    found[spec] = spec
+    return found
 
 
 def _run_cells(study: Study, todo: list[Cell], store: Store, summary: Summary, *,

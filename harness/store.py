@@ -8,6 +8,8 @@ Tables:
   (``ok`` or ``failed``), the record (JSON) or the error (one line) and its traceback, and when
   it ran.
 - ``skipped``: the (problem, estimator) pairs a grid lists that cannot run, with the reason.
+- ``labels``: each problem and estimator spec of the study and its label, the spec without the
+  options left at their defaults (``Registry.short``): the one name reports and the console use.
 - ``reference_gradients``: the reference gradient of each (problem, device) whose problem has
   no exact gradient (``harness.references``), shared by every cell on it.
 
@@ -82,6 +84,10 @@ CREATE TABLE IF NOT EXISTS skipped (
     estimator TEXT NOT NULL,
     reason TEXT NOT NULL,
     PRIMARY KEY (kind, problem, estimator, reason)
+);
+CREATE TABLE IF NOT EXISTS labels (
+    spec TEXT PRIMARY KEY,
+    label TEXT NOT NULL
 );
 """
 
@@ -230,6 +236,12 @@ class Store:
                 "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
                 [(s.kind, s.problem, s.estimator, s.reason) for s in skipped],
             )
+
+    def write_labels(self, labels: dict[str, str]) -> None:
+        """spec -> label, for every spec the study names (cells and skipped pairs alike)."""
+        with self.transaction():
+            self.connection.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?)",
+                                        sorted(labels.items()))
 
 
 class _Transaction:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 
 from reports import figures as fig_module
 from reports import tables as tab_module
-from reports.frames import aggregate, prepare, short_labels
+from reports.frames import aggregate, prepare
 from reports.read import load, load_skipped, study_info
 from reports.units import number
 
@@ -30,28 +29,27 @@ def parse_formats(text: str | tuple) -> tuple[str, ...]:
     return formats
 
 
-def _winners(agg: pd.DataFrame) -> list[str]:
-    """One sentence per problem: the lowest MSE at each N, and the best without detected bias."""
-    lines = []
-    agg = agg[agg.estimator_name != "exact"]  # zero variance at a cost exponential in the size
+def _winners(agg: pd.DataFrame) -> list[dict]:
+    """Per problem: the lowest MSE at each N, and the best without detected bias."""
+    problems = []
+    agg = agg[~agg.apply(tab_module.is_reference, axis=1).astype(bool)] if not agg.empty else agg
     for problem, group in agg.groupby("problem_label", sort=False):
         parts = []
-        for n, at_n in group.groupby("num_samples"):
+        for n, at_n in sorted(group.groupby("num_samples"), key=lambda item: int(item[0])):
             varying = at_n[at_n.mse > fig_module.ZERO_VARIANCE]
             if varying.empty:
                 continue
             best = varying.loc[varying.mse.idxmin()]
-            text = f"N={n}: <b>{html.escape(best.estimator_label)}</b> (MSE {number(best.mse)}"
+            part = {"n": int(n), "best": best.estimator_label, "mse": number(best.mse),
+                    "fair": None}
             unbiased = varying[varying.bias_pvalue >= ALPHA]
             if not unbiased.empty and unbiased.mse.idxmin() != varying.mse.idxmin():
                 fair = unbiased.loc[unbiased.mse.idxmin()]
-                text += (f"; without detected bias: {html.escape(fair.estimator_label)}, "
-                         f"{number(fair.mse)}")
-            parts.append(text + ")")
+                part.update(fair=fair.estimator_label, fair_mse=number(fair.mse))
+            parts.append(part)
         if parts:
-            lines.append(f"<li><b>{html.escape(problem)}</b>: lowest MSE at " + "; ".join(parts)
-                         + "</li>")
-    return lines
+            problems.append({"label": problem, "parts": parts})
+    return problems
 
 
 CSS = """
@@ -72,6 +70,8 @@ img{max-width:100%;height:auto;border:1px solid #eee}
 .failed{color:#b00020}
 pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:12px}
 details summary{cursor:pointer;font-weight:600}
+details{margin:2px 0}tr.reference td{color:#555;font-style:italic}
+code{font-size:13px}
 """
 
 
@@ -81,29 +81,37 @@ def _png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _cells_table(frame: pd.DataFrame, labels: dict[str, str]) -> str:
+def _cells(frame: pd.DataFrame) -> list[dict]:
+    """Every cell, measurements and training runs, for the All cells table."""
     if frame.empty:
-        return "<p>No cells.</p>"
-    rows = []
-    frame = frame.sort_values(["kind", "problem", "estimator", "num_samples", "seed"],
+        return []
+    frame = frame.sort_values(["kind", "problem_label", "estimator_label", "num_samples", "seed"],
                               kind="stable")
+    kinds = {"measure": "measurement", "train": "training"}
+    cells = []
     for _, row in frame.iterrows():
-        status = html.escape(str(row.status))
-        mse = number(row.get("mse")) if row.status == "ok" else ""
-        error = html.escape(str(row.error)) if row.status != "ok" else ""
-        rows.append(
-            f"<tr class=\"cell {'' if row.status == 'ok' else 'failed'}\" "
-            f"data-key=\"{html.escape(str(row.key))}\"><td class=\"name\">"
-            f"{html.escape(labels[row.problem])}</td><td class=\"name\">"
-            f"{html.escape(labels[row.estimator])}</td><td class=\"num\">{row.num_samples}"
-            f"</td><td class=\"num\">{row.seed}</td><td>{status}</td><td class=\"num\">{mse}"
-            f"</td><td>{error}</td></tr>")
-    return ("<div class=\"scroll\"><table id=\"cells\"><thead><tr><th>problem</th>"
-            "<th>estimator</th><th>N</th><th>seed</th><th>status</th><th>MSE</th><th>error</th>"
-            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+        ok = row.status == "ok"
+        measured = ok and row.kind == "measure"
+        cells.append({"key": row.key, "kind": kinds.get(row.kind, row.kind), "ok": ok,
+                      "problem": row.problem_label, "estimator": row.estimator_label,
+                      "n": row.num_samples, "seed": row.seed, "status": row.status,
+                      "mse": number(row.get("mse")) if measured else "",
+                      "error": "" if ok else str(row.error)})
+    return cells
 
 
-def _provenance(frame: pd.DataFrame, train: pd.DataFrame, info: dict) -> str:
+def _skipped(skipped: pd.DataFrame) -> list[dict]:
+    """Skipped pairs grouped by reason, the largest group first."""
+    groups = []
+    for reason, pairs in skipped.groupby("reason", sort=False):
+        groups.append({"reason": reason, "count": len(pairs),
+                       "pairs": [{"kind": p.kind, "problem": p.problem_label,
+                                  "estimator": p.estimator_label}
+                                 for p in pairs.itertuples()]})
+    return sorted(groups, key=lambda g: -g["count"])
+
+
+def _provenance(frame: pd.DataFrame, train: pd.DataFrame, info: dict) -> list[tuple]:
     facts = {"study": info.get("name"), "fingerprint": info.get("fingerprint")}
     for source in (frame, train):
         ok = source[source.status == "ok"] if not source.empty else source
@@ -118,10 +126,17 @@ def _provenance(frame: pd.DataFrame, train: pd.DataFrame, info: dict) -> str:
             versions = ok.versions.dropna()
             if len(versions):
                 facts["versions"] = ", ".join(f"{k} {v}" for k, v in versions.iloc[0].items())
-    items = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                    for k, v in facts.items() if v)
-    return (f"<table>{items}</table><details><summary>study file</summary><pre>"
-            f"{html.escape(info.get('source', ''))}</pre></details>")
+    return [(k, str(v)) for k, v in facts.items() if v]
+
+
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined)
+    return environment.get_template("report.html")
 
 
 def build_report(directory: str | Path, out: str | Path | None = None,
@@ -133,16 +148,11 @@ def build_report(directory: str | Path, out: str | Path | None = None,
     info = study_info(directory)  # no store: no output directory left behind
     out.mkdir(parents=True, exist_ok=True)
     frame, train, skipped = load(directory), load(directory, "train"), load_skipped(directory)
-    both = pd.concat([frame[["problem", "estimator"]], train[["problem", "estimator"]]])
-    labels = {**short_labels(both.problem), **short_labels(both.estimator)}
-    ok = prepare(frame, labels)
+    ok = prepare(frame)
     agg = aggregate(ok) if not ok.empty else pd.DataFrame()
     tables = tab_module.build_tables(agg)
-    train_ok = train[train.status == "ok"].copy() if not train.empty else train
-    if not train_ok.empty:
-        train_ok["problem_label"] = train_ok.problem.map(labels)
-        train_ok["estimator_label"] = train_ok.estimator.map(labels)
-    colours = fig_module.palette(labels[spec] for spec in both.estimator)
+    final_tables = tab_module.final_metrics(train)
+    colours = fig_module.palette(pd.concat([frame.estimator_label, train.estimator_label]))
 
     written: list[Path] = []
     notes: list[str] = []
@@ -156,18 +166,18 @@ def build_report(directory: str | Path, out: str | Path | None = None,
     if not train.empty and (train.status == "failed").any():
         notes.append(f"{int((train.status == 'failed').sum())} training runs failed.")
 
-    figure_html = []
+    figures = []
     for name, draw in fig_module.FIGURES.items():
-        if name == "training_curves":
-            result = draw(train_ok, colours)
-        elif agg.empty:
-            result = "no successful measurements"
-        else:
-            result = draw(agg, colours)
         title = fig_module.TITLES[name]
-        if isinstance(result, str):
-            figure_html.append(f"<h3>{html.escape(title)}</h3><p class=\"note\">Not drawn: "
-                               f"{html.escape(result)}.</p>")
+        try:
+            if name == "training_curves":
+                result = draw(train, colours)
+            elif agg.empty:
+                raise fig_module.NotDrawable("no successful measurements")
+            else:
+                result = draw(agg, colours)
+        except fig_module.NotDrawable as reason:
+            figures.append({"title": title, "reason": str(reason)})
             continue
         png = _png_bytes(result)  # rendered once: the .png file and the page's inline image
         for fmt in ("png", "svg", "pdf"):
@@ -178,62 +188,36 @@ def build_report(directory: str | Path, out: str | Path | None = None,
                 else:
                     result.savefig(path, bbox_inches="tight")
                 written.append(path)
-        figure_html.append(f"<figure><figcaption>{html.escape(title)}</figcaption>"
-                           f"<img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,"
-                           f"{base64.b64encode(png).decode('ascii')}\"></figure>")
+        figures.append({"title": title, "reason": None,
+                        "png": base64.b64encode(png).decode("ascii")})
         fig_module.plt.close(result)
 
     if "md" in formats:
         path = out / "tables.md"
-        path.write_text(f"# {info['name']}: estimators per problem\n\n"
-                        + (tab_module.markdown(tables) or "No successful measurements.\n"))
+        text = tab_module.markdown(tables) or "No successful measurements.\n"
+        if final_tables:
+            text += "\n## Final metrics of the training runs\n\n" + tab_module.markdown(
+                final_tables)
+        path.write_text(f"# {info['name']}: estimators per problem\n\n" + text)
         written.append(path)
     if "latex" in formats:
         path = out / "tables.tex"
-        path.write_text(tab_module.latex(tables))
+        path.write_text(tab_module.latex(tables + final_tables))
         written.append(path)
     if "html" in formats:
-        skipped_html = "".join(
-            f"<tr><td>{html.escape(r.kind)}</td><td class=\"name\">{html.escape(r.problem)}</td>"
-            f"<td class=\"name\">{html.escape(r.estimator)}</td><td>{html.escape(r.reason)}</td>"
-            "</tr>" for r in skipped.itertuples())
         cells = pd.concat([frame, train.drop_duplicates("key")], ignore_index=True) \
             if not train.empty else frame
-        summary = _winners(agg) if not agg.empty else []
         counts = (f"{len(frame)} measurement cells ({len(failed)} failed), "
                   f"{train.key.nunique() if not train.empty else 0} training runs, "
                   f"{len(skipped)} skipped pairs")
-        page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>estibench report: {html.escape(info['name'])}</title><style>{CSS}</style></head>
-<body><main>
-<h1>estibench report: {html.escape(info['name'])}</h1>
-<p>{counts}.</p>
-<nav><a href="#summary">Summary</a><a href="#tables">Tables</a><a href="#figures">Figures</a>
-<a href="#all-cells">All cells</a><a href="#provenance">Provenance</a></nav>
-<h2 id="summary">Summary</h2>
-{''.join(f'<p class="note">{html.escape(n)}</p>' for n in notes)}
-<ul>{''.join(summary) or '<li>Nothing to summarise.</li>'}</ul>
-<p>MSE is the mean squared distance of one gradient estimate from the true gradient; exact
-enumeration (zero variance, at a cost exponential in the problem size) is left out of this
-summary but not of the tables. A bias counts as detected when a cell's p-value is below {ALPHA:g}. In the tables the best value of
-each column is in bold; ‖bias‖ ± s.e. is the norm of the mean bias and the norm of its
-per-coordinate standard errors (over seeds: their mean and its standard error).</p>
-<h2 id="tables">Tables</h2>
-{''.join(tab_module.html_table(t) for t in tables) or '<p>No successful measurements.</p>'}
-<h2 id="figures">Figures</h2>
-{''.join(figure_html)}
-<h2 id="all-cells">All cells</h2>
-{_cells_table(cells, labels)}
-<h3>Skipped pairs</h3>
-{('<div class="scroll"><table><thead><tr><th>kind</th><th>problem</th><th>estimator</th>'
-  '<th>reason</th></tr></thead><tbody>' + skipped_html + '</tbody></table></div>')
- if skipped_html else '<p>None.</p>'}
-<h2 id="provenance">Provenance</h2>
-{_provenance(frame, train, info)}
-</main></body></html>
-"""
+        from markupsafe import Markup
+
+        page = _template().render(
+            name=info["name"], counts=counts, notes=notes,
+            summary=_winners(agg) if not agg.empty else [], alpha=f"{ALPHA:g}",
+            tables=tables, final_tables=final_tables, figures=figures, cells=_cells(cells),
+            skipped=_skipped(skipped), provenance=_provenance(frame, train, info),
+            source=info.get("source", ""), css=Markup(CSS))
         path = out / "index.html"
         path.write_text(page, encoding="utf-8")
         written.append(path)

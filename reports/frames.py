@@ -1,8 +1,7 @@
-"""Preparing stored measurements for tables and figures: labels, options, aggregation.
+"""Preparing stored measurements for tables and figures: options, aggregation.
 
-Labels come from the specs alone (no registry): an option is shown only where it varies among
-the specs of the same name in this study, so ``gumbel-softmax:temperature=0.5`` reads
-``gumbel-softmax`` unless the study also has other temperatures.
+Labels are the store's (``reports.read.load_labels``): each spec without the options at their
+defaults, the same text in the console, HTML, Markdown and LaTeX, in every study.
 """
 
 from __future__ import annotations
@@ -23,18 +22,16 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip(), options
 
 
-def short_labels(specs) -> dict[str, str]:
-    """spec -> label showing only the options that vary among specs of the same name."""
-    parsed = {spec: split_spec(spec) for spec in dict.fromkeys(specs)}
-    varying: dict[str, set[str]] = {}
-    for name, options in parsed.values():
-        seen = [o for n, o in parsed.values() if n == name]
-        varying[name] = {k for k in options if len({o.get(k) for o in seen}) > 1}
-    labels = {}
-    for spec, (name, options) in parsed.items():
-        shown = [f"{k}={v}" for k, v in options.items() if k in varying[name]]
-        labels[spec] = name + (":" + ",".join(shown) if shown else "")
-    return labels
+SIZE_OPTIONS = ("dim", "n", "k", "latent", "classes", "topics")  # options that set a size
+
+
+def without_size(spec: str) -> str:
+    """The spec without its size options (``SIZE_OPTIONS``): specs that agree on the rest are
+    one problem at several sizes; ``knn-subset:family=permutation,n=6`` and
+    ``knn-subset:family=subset,n=16`` are two problems."""
+    name, options = split_spec(spec)
+    kept = [f"{k}={v}" for k, v in options.items() if k not in SIZE_OPTIONS]
+    return name + (":" + ",".join(kept) if kept else "")
 
 
 def option(spec: str, key: str) -> float | None:
@@ -45,20 +42,22 @@ def option(spec: str, key: str) -> float | None:
         return None
 
 
-def prepare(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Successful measurements with label columns and a few derived ones.
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Successful measurements with a few derived columns.
 
-    ``labels``: spec -> label for problems and estimators (default: ``short_labels`` of this
-    frame's specs); pass one map for measurements and training runs so that they agree.
+    ``frame``: ``harness.store.load(DIR)``; its ``problem_label`` and ``estimator_label`` (the
+    specs without their default options) name things everywhere; a frame without them is
+    labelled by its specs.
     """
     ok = frame[frame.status == "ok"].copy()
     if ok.empty:
         return ok
-    labels = labels or {**short_labels(ok.problem), **short_labels(ok.estimator)}
-    ok["problem_label"] = ok.problem.map(labels)
-    ok["estimator_label"] = ok.estimator.map(labels)
+    for column in ("problem", "estimator"):
+        if column + "_label" not in ok:
+            ok[column + "_label"] = ok[column]
     ok["estimator_name"] = ok.estimator.map(lambda s: split_spec(s)[0])
     ok["problem_name"] = ok.problem.map(lambda s: split_spec(s)[0])
+    ok["problem_line"] = ok.problem.map(without_size)
     ok["temperature"] = ok.estimator.map(lambda s: option(s, "temperature"))
     ok["dimension"] = ok.true_gradient.map(len)
     ok["bias_noise"] = ok.bias_stderr.map(
@@ -82,6 +81,7 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
                "seeds": seeds, "estimator": group.estimator.iloc[0],
                "estimator_name": group.estimator_name.iloc[0],
                "problem_name": group.problem_name.iloc[0],
+               "problem_line": group.problem_line.iloc[0],
                "temperature": group.temperature.iloc[0], "dimension": group.dimension.iloc[0],
                "bias_pvalue": group.bias_pvalue.min()}
         for metric in ("bias_norm", "variance", "mse", "cosine"):
@@ -97,3 +97,26 @@ def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
             row[metric] = values.median() if values is not None else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+LOWER_IS_BETTER = ("elbo", "mse", "perplexity", "error", "loss", "objective")
+HIGHER_IS_BETTER = ("accuracy", "correct", "recall", "trustworthiness", "r2")
+
+
+def direction(metric: str) -> str | None:
+    """'lower' or 'higher' (is better) from a metric's name, None when it does not say."""
+    if any(token in metric for token in HIGHER_IS_BETTER):
+        return "higher"
+    if any(token in metric for token in LOWER_IS_BETTER):
+        return "lower"
+    return None
+
+
+def metric_label(source: str | None) -> str:
+    """The training objective's axis label from its ``objective_source``: the task's metric
+    (e.g. 'test error of 3-nearest-neighbour classification'), or E[f] on an exact problem;
+    the objective is always minimised."""
+    text = str(source or "").split(", ")[0].strip()
+    if not text or text == "exact" or text.startswith("reference"):
+        text = "E[f]"
+    return f"{text} (lower is better)"

@@ -72,6 +72,24 @@ def _rows(directory: str | Path, kind: str) -> list[dict[str, Any]]:
         return [dict(zip(names, row)) for row in cursor]
 
 
+def load_labels(directory: str | Path) -> dict[str, str]:
+    """spec -> label: the spec with only the options that differ from their defaults, as the
+    harness wrote it (``Registry.short``); empty for a store written before labels were kept,
+    whose reports then show the canonical specs."""
+    with _reading(directory) as connection:
+        if connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                              "AND name = 'labels'").fetchone() is None:
+            return {}
+        return dict(connection.execute("SELECT spec, label FROM labels"))
+
+
+def _with_labels(frame, labels: dict[str, str]):
+    """``problem_label`` and ``estimator_label`` columns: each spec's label, or the spec."""
+    for column in ("problem", "estimator"):
+        frame[column + "_label"] = [labels.get(spec, spec) for spec in frame[column]]
+    return frame
+
+
 def load(directory: str | Path, kind: str = "measure"):
     """The study's cells as a pandas DataFrame.
 
@@ -79,7 +97,8 @@ def load(directory: str | Path, kind: str = "measure"):
     num_samples, seed, cell_seed, settings such as replicates), ``status`` and ``error``, then
     every record field (``harness.record``); vectors stay lists. ``kind="train"``: one row per
     evaluation of every training run (step, objective, objective_stderr, gradient_variance,
-    wall_time_s, ...); a failed run is one row with its error.
+    wall_time_s, ...); a failed run is one row with its error. Both carry ``problem_label`` and
+    ``estimator_label`` (``load_labels``), the names every report and the console use.
     """
     import pandas as pd
 
@@ -100,7 +119,7 @@ def load(directory: str | Path, kind: str = "measure"):
     if frame.empty:
         frame = pd.DataFrame(columns=["key", "kind", "problem", "estimator", "num_samples",
                                       "seed", "status", "error"])
-    return frame
+    return _with_labels(frame, load_labels(directory))
 
 
 def load_skipped(directory: str | Path):
@@ -109,4 +128,5 @@ def load_skipped(directory: str | Path):
 
     with _reading(directory) as connection:
         rows = connection.execute("SELECT kind, problem, estimator, reason FROM skipped").fetchall()
-    return pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
+    frame = pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
+    return _with_labels(frame, load_labels(directory))

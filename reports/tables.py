@@ -12,6 +12,7 @@ import html
 
 import pandas as pd
 
+from reports.frames import direction
 from reports.units import number, seconds, size
 
 COLUMNS = (  # (key, header, best is "min" or "max")
@@ -26,15 +27,14 @@ COLUMNS = (  # (key, header, best is "min" or "max")
 
 @dataclasses.dataclass
 class Table:
-    problem: str
-    num_samples: int
+    caption: str
     header: list[str]
     rows: list[list[str]]  # plain text cells
     best: list[list[bool]]  # which cells are the best of their column
+    references: list[bool] = dataclasses.field(default_factory=list)  # reference rows
 
-    @property
-    def caption(self) -> str:
-        return f"{self.problem}, {self.num_samples} sample{'s' if self.num_samples != 1 else ''} per estimate"
+
+REFERENCE = " (reference)"
 
 
 def _text(key: str, row: pd.Series) -> str:
@@ -48,25 +48,108 @@ def _text(key: str, row: pd.Series) -> str:
     return number(value)
 
 
+def is_reference(row: pd.Series, alpha: float = 1e-4) -> bool:
+    """A zero-variance estimate with no detected bias: exact enumeration (or an estimator that
+    is exact on this problem). It is the answer, not a competitor."""
+    variance = pd.to_numeric(row.get("variance"), errors="coerce")
+    pvalue = pd.to_numeric(row.get("bias_pvalue"), errors="coerce")
+    return row.get("estimator_name") == "exact" or (
+        variance == variance and variance <= 1e-20 and not (pvalue < alpha))
+
+
 def build_tables(aggregated: pd.DataFrame) -> list[Table]:
+    """One table per problem (in the study's order) and num_samples (ascending): estimators
+    by MSE, references last and outside the contest for bold."""
     tables = []
     if aggregated.empty:
         return tables
-    for (problem, n), group in aggregated.groupby(["problem_label", "num_samples"], sort=False):
-        group = group.sort_values("mse", kind="stable")
+    order = {label: i for i, label in enumerate(dict.fromkeys(aggregated.problem_label))}
+    keys = sorted(aggregated.groupby(["problem_label", "num_samples"]).groups,
+                  key=lambda key: (order[key[0]], int(key[1])))
+    for problem, n in keys:
+        group = aggregated[(aggregated.problem_label == problem) & (aggregated.num_samples == n)]
+        reference = group.apply(is_reference, axis=1).astype(bool)
+        group = pd.concat([group[~reference].sort_values("mse", kind="stable"),
+                           group[reference]])
+        reference = group.apply(is_reference, axis=1).astype(bool)
+        contest = group[~reference]
         best_value = {}
         for key, _, better in COLUMNS:
-            values = pd.to_numeric(group[key], errors="coerce").dropna()
+            values = pd.to_numeric(contest[key], errors="coerce").dropna()
             if len(values) > 1 and values.nunique() > 1:
                 best_value[key] = values.min() if better == "min" else values.max()
         rows, best = [], []
-        for _, row in group.iterrows():
-            rows.append([row.estimator_label] + [_text(key, row) for key, _, _ in COLUMNS])
-            best.append([False] + [key in best_value and row[key] == best_value[key]
+        for (_, row), ref in zip(group.iterrows(), reference):
+            rows.append([row.estimator_label + (REFERENCE if ref else "")]
+                        + [_text(key, row) for key, _, _ in COLUMNS])
+            best.append([False] + [not ref and key in best_value and row[key] == best_value[key]
                                    for key, _, _ in COLUMNS])
-        tables.append(Table(problem, int(n), ["estimator"] + [h for _, h, _ in COLUMNS],
-                            rows, best))
+        n = int(n)
+        tables.append(Table(f"{problem}, {n} sample{'s' if n != 1 else ''} per estimate",
+                            ["estimator"] + [h for _, h, _ in COLUMNS], rows, best,
+                            list(reference)))
     return tables
+
+
+CURVE_COLUMNS = ("step", "objective", "objective_stderr", "gradient_variance", "wall_time_s")
+
+
+def final_metrics(train: pd.DataFrame) -> list[Table]:
+    """One table per trained problem: each estimator's metrics at its last evaluation, mean ±
+    standard error over seeds (the s.e. needs two seeds), the best mean of each column bold
+    (lower or higher as the metric's name says; ``figures.direction``)."""
+    if train.empty or "step" not in train:
+        return []
+    data = train[train.status == "ok"].dropna(subset=["step"])
+    if data.empty:
+        return []
+    last = data.sort_values("step").groupby("key", sort=False).tail(1)
+    tables = []
+    for problem in dict.fromkeys(data.problem_label):
+        group = last[last.problem_label == problem]
+        metrics = _curve_metrics(data[data.problem_label == problem])
+        if not metrics:  # an exact problem: its objective is the metric
+            group = group.assign(final_objective=group.objective)
+            metrics = ["final_objective"]
+        header = ["estimator", "seeds", "steps"]
+        for metric in metrics:
+            arrow = {"lower": " ↓", "higher": " ↑"}.get(direction(metric) or "", "")
+            header.append(metric.replace("_", " ") + arrow)
+        stats = []
+        for label, runs in group.groupby("estimator_label", sort=False):
+            values = {m: pd.to_numeric(runs[m], errors="coerce").dropna() for m in metrics}
+            stats.append((label, len(runs), int(runs.step.max()), values))
+        best = {}
+        for metric in metrics:
+            means = [v[metric].mean() for *_, v in stats if len(v[metric])]
+            way = direction(metric) or ("lower" if metric == "final_objective" else None)
+            if len(means) > 1 and way and len(set(means)) > 1:
+                best[metric] = min(means) if way == "lower" else max(means)
+        rows, marks = [], []
+        for label, seeds, steps, values in stats:
+            row, mark = [label, str(seeds), str(steps)], [False, False, False]
+            for metric in metrics:
+                v = values[metric]
+                se = v.std(ddof=1) / len(v) ** 0.5 if len(v) > 1 else float("nan")
+                row.append(f"{number(v.mean())} ± {number(se, 2)}" if len(v) > 1
+                           else number(v.mean() if len(v) else None))
+                mark.append(metric in best and len(v) > 0 and v.mean() == best[metric])
+            rows.append(row)
+            marks.append(mark)
+        tables.append(Table(f"{problem}: final metrics, mean ± s.e. over seeds", header, rows,
+                            marks, [False] * len(rows)))
+    return tables
+
+
+def _curve_metrics(runs: pd.DataFrame) -> list[str]:
+    """The task metrics recorded at evaluations: numeric curve columns with values."""
+    skip = set(CURVE_COLUMNS) | {"key", "kind", "problem", "estimator", "num_samples", "seed",
+                                 "cell_seed", "status", "error", "started", "finished",
+                                 "problem_label", "estimator_label", "objective_evaluations",
+                                 "learning_rate", "steps", "final_objective", "wall_time_s",
+                                 "replicates", "eval_every", "variance_replicates"}
+    return [c for c in runs.columns if c not in skip and runs[c].notna().any()
+            and pd.api.types.is_numeric_dtype(runs[c])]
 
 
 def markdown(tables: list[Table]) -> str:
