@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +72,7 @@ img{max-width:100%;height:auto;border:1px solid #eee}
 pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:12px}
 details summary{cursor:pointer;font-weight:600}
 details{margin:2px 0}tr.reference td{color:#555;font-style:italic}
+td.reason{white-space:normal;min-width:24em}
 code{font-size:13px}
 """
 
@@ -100,13 +102,26 @@ def _cells(frame: pd.DataFrame) -> list[dict]:
     return cells
 
 
+def reason_kind(reason: str) -> str:
+    """A skip reason without the names in it, so that pairs skipped for one cause group:
+    "estimator 'arm' does not support the subset family of problem 'subset-linear' (it
+    supports: bernoulli)" -> "estimator … does not support the family of problem …"."""
+    text = re.sub(r"\s*\(it supports:[^)]*\)", "", str(reason))
+    text = re.sub(r"\bthe [\w-]+ family\b", "the family", text)
+    text = re.sub(r"'[^']*'", "…", text)
+    text = re.sub(r"^num_samples=\d+: [\w:.=,-]+", "num_samples: …", text)
+    text = re.sub(r"[\w-]+:[\w.=,-]+", "…", text)  # a spec with options
+    return re.sub(r"\b\d+\b", "n", text) if text.startswith("num_samples") else text
+
+
 def _skipped(skipped: pd.DataFrame) -> list[dict]:
-    """Skipped pairs grouped by reason, the largest group first."""
+    """Skipped pairs grouped by the kind of reason, the largest group first."""
     groups = []
-    for reason, pairs in skipped.groupby("reason", sort=False):
-        groups.append({"reason": reason, "count": len(pairs),
+    kinds = skipped.reason.map(reason_kind) if not skipped.empty else skipped.reason
+    for kind, pairs in skipped.groupby(kinds, sort=False):
+        groups.append({"reason": kind, "count": len(pairs),
                        "pairs": [{"kind": p.kind, "problem": p.problem_label,
-                                  "estimator": p.estimator_label}
+                                  "estimator": p.estimator_label, "reason": p.reason}
                                  for p in pairs.itertuples()]})
     return sorted(groups, key=lambda g: -g["count"])
 

@@ -345,3 +345,30 @@ def test_the_page_escapes_what_the_store_says(tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.startswith("<!DOCTYPE html>")
+
+
+def test_skip_reasons_group_by_their_kind():
+    from reports.build import reason_kind
+
+    a = ("estimator 'arm' does not support the subset family of problem 'subset-linear' "
+         "(it supports: bernoulli)")
+    b = ("estimator 'neuralsort' does not support the count family of problem "
+         "'poisson-quadratic:dim=3' (it supports: permutation)")
+    assert reason_kind(a) == reason_kind(b) == \
+        "estimator … does not support the family of problem …"
+    c = "num_samples=1: reinforce:baseline=loo,set_probability=auto needs num_samples >= 2"
+    d = "num_samples=1: unordered-set needs num_samples >= 2"
+    assert reason_kind(c) == reason_kind(d) == "num_samples: … needs num_samples >= n"
+    assert reason_kind("wrong family") == "wrong family"
+
+
+def test_the_readme_figure_example_runs(report, tmp_path, monkeypatch):
+    """The README's example of figures from Python, run on this store."""
+    directory, _ = report
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = next(part.split("```")[0] for part in readme.split("```python\n")[1:]
+                 if "reports.figures import" in part)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.replace('"results/quick"', repr(str(directory))), "README", "exec"), {})
+    assert (tmp_path / "variance.pdf").stat().st_size > 1000
+    assert (tmp_path / "mse.png").stat().st_size > 1000
