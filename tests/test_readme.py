@@ -1,25 +1,27 @@
-"""The README's Python examples (lines starting with >>>) run and print what they say."""
+"""The README, the front page: its Python examples (lines starting with >>>) run and print what
+they say, and CI runs its test command. The reference pages are tested in tests/test_docs.py."""
 
 from __future__ import annotations
 
 import doctest
+import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def test_readme_examples():
-    result = doctest.testfile(str(README), module_relative=False,
+def test_readme_examples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testfile(str(README), module_relative=False, encoding="utf-8",
                               optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_every_estimator_and_problem_has_a_row_in_the_readme():
-    from estimators import ESTIMATORS
-    from problems import PROBLEMS
-
-    rows = [line.split("|")[1] for line in README.read_text(encoding="utf-8").splitlines()
-            if line.startswith("| `")]  # the first cell of every table row
-    missing = [name for name in ESTIMATORS.names() + PROBLEMS.names()
-               if not any(f"`{name}`" in cell for cell in rows)]
-    assert not missing, f"add rows to the README's tables for {missing}"
+def test_ci_runs_the_readme_test_command():
+    quick_start = README.read_text(encoding="utf-8").split("## Quick start", 1)[1]
+    commands = re.findall(r"```bash\n(.*?)\n```", quick_start.split("\n## ", 1)[0], re.DOTALL)
+    assert len(commands) == 2, "the Quick start has two commands: the main job, then the tests"
+    assert commands[0].endswith("estibench run") and commands[1].endswith("pytest")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert commands[1] in ci, ".ci/run must run the README's test command verbatim"

@@ -365,7 +365,7 @@ def test_skip_reasons_group_by_their_kind():
 def test_the_readme_figure_example_runs(report, tmp_path, monkeypatch):
     """The README's example of figures from Python, run on this store."""
     directory, _ = report
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs/reports.md").read_text(encoding="utf-8")
     block = next(part.split("```")[0] for part in readme.split("```python\n")[1:]
                  if "reports.figures import" in part)
     monkeypatch.chdir(tmp_path)
