@@ -256,9 +256,14 @@ def command_report(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     study_info(args.directory)  # no store: that message, before anything is created
+    if args.baseline is not None:
+        study_info(args.baseline)
     out = Path(args.out) if args.out is not None else Path(args.directory) / "report"
     with _writing_into(out, "the report"):
-        written = build_report(args.directory, out, formats)
+        try:
+            written = build_report(args.directory, out, formats, baseline=args.baseline)
+        except ValueError as error:  # e.g. the baseline holds another study
+            raise UserError(str(error)) from None
     index = [p for p in written if p.name == "index.html"]
     print(f"report: {len(written)} files in {written[0].parent if written else args.out}"
           + (f"; open {index[0]}" if index else ""))
@@ -275,6 +280,49 @@ def command_export(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    """BASE vs NEW with statistical verdicts; exit 1 when a cell is significantly worse."""
+    from reports import compare as comparing
+
+    try:
+        result = comparing.compare(args.base, args.new, variance_factor=args.variance_factor,
+                                   time_factor=args.time_factor, alpha=args.alpha,
+                                   timing=not args.no_time)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.format == "json":
+        print(result.to_json())
+    elif args.format == "md":
+        print(comparing.markdown(result), end="")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False, soft_wrap=False, width=max(Console().width, 180))
+        table = Table(title=f"{result.study}: BASE vs NEW", title_justify="left")
+        for i, head in enumerate(comparing.HEADER):
+            table.add_column(head, justify="right" if 2 <= i <= 8 else "left",
+                             no_wrap=i < 3)
+        for row in comparing.rows(result):
+            table.add_row(*row, style="red" if row[-1] != "ok" else None)
+        console.print(table)
+        for t in result.training:
+            interval = "" if t.interval is None else (
+                f" (95% interval {t.interval[0]:.3g} to {t.interval[1]:.3g})")
+            console.print(f"training {t.problem} × {t.estimator}: final objective NEW − BASE "
+                          f"= {t.difference:.3g}{interval}")
+        for title, items in (("only in BASE", result.only_base),
+                             ("only in NEW", result.only_new),
+                             ("failed in either store", result.failed)):
+            for item in items:
+                console.print(f"{title}: {item}")
+        console.print(comparing.summary_line(result))
+    for cell in result.worse:
+        print(f"worse: {cell.problem} × {cell.estimator}, N={cell.num_samples}, "
+              f"seed={cell.seed}: {'; '.join(cell.reasons)}", file=sys.stderr)
+    return result.exit_code
 
 
 def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("--format", default="html,md,latex,png", metavar="LIST",
                           help="comma-separated: html, md, latex, png, svg, pdf "
                           "(default html,md,latex,png)")
+    reporter.add_argument("--baseline", default=None, metavar="BASE",
+                          help="a store of the same study: add a BASE vs NEW page "
+                          "(compare.html; see estibench compare)")
     reporter.set_defaults(func=command_report)
 
     exporter = commands.add_parser("export", help="write a store's results as CSV or Parquet")
@@ -388,6 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--out", default=None, metavar="DIR",
                           help="where to write (default: the store directory)")
     exporter.set_defaults(func=command_export)
+
+    comparer = commands.add_parser(
+        "compare", help="compare two stores of one study (BASE, NEW) with statistical verdicts; "
+        "exit 1 when a cell is significantly worse")
+    comparer.add_argument("base", metavar="BASE")
+    comparer.add_argument("new", metavar="NEW")
+    comparer.add_argument("--variance-factor", type=float, default=1.2,
+                          help="worse when the variance ratio NEW/BASE exceeds this (1.2)")
+    comparer.add_argument("--time-factor", type=float, default=1.5,
+                          help="worse when the time ratio NEW/BASE exceeds this (1.5)")
+    comparer.add_argument("--alpha", type=float, default=1e-3,
+                          help="family-wise false-alarm rate, Bonferroni over every test (1e-3)")
+    comparer.add_argument("--no-time", action="store_true",
+                          help="do not test times (noisy on shared machines); still reported")
+    comparer.add_argument("--format", default="console", choices=["console", "md", "json"])
+    comparer.set_defaults(func=command_compare)
     return parser
 
 

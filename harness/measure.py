@@ -336,11 +336,12 @@ def median_time(
     min_repeats: int = 5,
     max_repeats: int = 200,
     budget_s: float = 0.5,
+    times_out: list[float] | None = None,
 ) -> float:
     """Median wall time of ``fn`` (device synchronised), after one warm-up call.
 
     Repeats at least ``min_repeats`` times and stops at ``max_repeats`` or when ``budget_s``
-    seconds have been spent, whichever comes first.
+    seconds have been spent, whichever comes first; ``times_out`` receives every repeat's time.
     """
     fn()
     synchronize(device)
@@ -354,6 +355,8 @@ def median_time(
         elapsed = time.perf_counter() - start
         times.append(elapsed)
         spent += elapsed
+    if times_out is not None:
+        times_out.extend(times)
     return statistics.median(times)
 
 
@@ -370,6 +373,7 @@ def measure(
     memory_profile: bool = True,
     chunk_size: int = 65536,
     show_progress: bool = False,
+    samples: dict | None = None,
     reference_replicates: int = 10_000,
     memory_budget: int | str | None = None,
     reference: TrueGradient | None = None,
@@ -393,6 +397,9 @@ def measure(
             reference once and hands it to every cell on that problem).
         reference_seed: the seed of a reference gradient's stream (default: ``seed``); it is
             in ``true_gradient_source``, so a study's reference can be drawn again alone.
+        samples: a dict to receive what a comparison of two measurements tests with
+            (``reports.compare``): ``squared_deviations``, the R values ‖ĝ_r − ḡ‖² whose sum
+            over R − 1 is the variance, and ``times``, every timed repeat (s).
 
     Example:
         >>> record = measure("bernoulli-toy", "reinforce", replicates=100, timing=False,
@@ -472,7 +479,14 @@ def measure(
         )
         return torch.autograd.grad(value, params, allow_unused=True)
 
-    record["time_per_estimate_s"] = median_time(one_estimate, device) if timing else None
+    times: list[float] = []
+    record["time_per_estimate_s"] = median_time(one_estimate, device, times_out=times) \
+        if timing else None
+    if samples is not None:  # what ``estibench compare`` tests with (reports.compare)
+        mean = estimates.mean(0, dtype=torch.float64)  # rows in blocks: no [R, D] copy
+        samples["squared_deviations"] = torch.cat([
+            (rows.double() - mean).pow_(2).sum(1) for rows in estimates.split(4096)]).tolist()
+        samples["times"] = times
     if memory_profile:
         record["peak_memory_bytes"], record["peak_memory_method"] = memory.peak_memory(
             one_estimate, device

@@ -65,14 +65,17 @@ def run_cell(job: CellJob) -> dict:
 
                 reference = None if job.reference is None else TrueGradient.from_json(
                     job.reference)
+                samples: dict = {}
                 record = measure(
                     cell.problem, cell.estimator, num_samples=cell.num_samples,
                     replicates=cell.setting("replicates"), seed=cell.cell_seed,
                     device=cell.setting("device"), dtype=cell.setting("dtype"),
                     timing=job.timing, memory_profile=job.memory,
                     memory_budget=job.memory_budget, reference_seed=job.reference_seed,
-                    reference=reference,
+                    reference=reference, samples=samples,
                 )
+                return {"status": "ok", "record": record, "samples": samples,
+                        "started": started, "finished": time.time()}
             else:
                 from harness.training import train
 

@@ -8,6 +8,9 @@ Tables:
   (``ok`` or ``failed``), the record (JSON) or the error (one line) and its traceback, and when
   it ran.
 - ``skipped``: the (problem, estimator) pairs a grid lists that cannot run, with the reason.
+- ``samples``: per measurement cell, what ``estibench compare`` tests with: the R squared
+  deviations ‖ĝ_r − ḡ‖² of the estimates from their mean and every timed repeat, as float32
+  arrays (4 bytes a value: 4 KB a cell at R = 1000, about 1 MB for the default study).
 - ``labels``: each problem and estimator spec of the study and its label, the spec without the
   options left at their defaults (``Registry.short``): the one name reports and the console use.
 - ``reference_gradients``: the reference gradient of each (problem, device) whose problem has
@@ -24,8 +27,10 @@ them). ``load(DIR)`` reads it as a pandas DataFrame.
 
 from __future__ import annotations
 
+import array
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,6 +89,11 @@ CREATE TABLE IF NOT EXISTS skipped (
     estimator TEXT NOT NULL,
     reason TEXT NOT NULL,
     PRIMARY KEY (kind, problem, estimator, reason)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY,
+    squared_deviations BLOB NOT NULL,
+    times BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS labels (
     spec TEXT PRIMARY KEY,
@@ -229,6 +239,11 @@ class Store:
                     result["started"], result["finished"],
                 ),
             )
+            if result.get("samples"):
+                self.connection.execute(
+                    "INSERT OR REPLACE INTO samples VALUES (?, ?, ?)",
+                    (cell.key, _floats(result["samples"].get("squared_deviations", [])),
+                     _floats(result["samples"].get("times", []))))
 
     def write_skipped(self, skipped: Iterable) -> None:
         with self.transaction():
@@ -242,6 +257,17 @@ class Store:
         with self.transaction():
             self.connection.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?)",
                                         sorted(labels.items()))
+
+
+def _floats(values) -> bytes:
+    """float32, little-endian: the samples table's array format (``reports.read.load_samples``)."""
+    return array.array("f", values).tobytes() if sys.byteorder == "little" else \
+        _swapped(array.array("f", values)).tobytes()
+
+
+def _swapped(values: array.array) -> array.array:
+    values.byteswap()
+    return values
 
 
 class _Transaction:

@@ -144,23 +144,58 @@ def _provenance(frame: pd.DataFrame, train: pd.DataFrame, info: dict) -> list[tu
     return [(k, str(v)) for k, v in facts.items() if v]
 
 
-def _template():
+def _template(name: str = "report.html"):
     import jinja2
 
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined)
-    return environment.get_template("report.html")
+    return environment.get_template(name)
+
+
+def _comparison_page(baseline: str | Path, directory: str | Path, out: Path,
+                     formats: tuple) -> list[Path]:
+    """``compare.html`` (and ``compare.md``): BASE vs NEW (``reports.compare``)."""
+    from markupsafe import Markup
+
+    from reports import compare as comparing
+
+    result = comparing.compare(baseline, directory)
+    written = []
+    if "md" in formats:
+        path = out / "compare.md"
+        path.write_text(comparing.markdown(result), encoding="utf-8")
+        written.append(path)
+    training = [{"problem": t.problem, "estimator": t.estimator, "num_samples": t.num_samples,
+                 "base_seeds": t.base_seeds, "new_seeds": t.new_seeds,
+                 "difference": number(t.difference),
+                 "interval": "" if t.interval is None else
+                 f"{number(t.interval[0])} to {number(t.interval[1])}"}
+                for t in result.training]
+    page = _template("compare.html").render(
+        study=result.study, base=result.base, new=result.new, css=Markup(CSS),
+        summary=comparing.summary_line(result), worse=bool(result.worse),
+        variance_factor=f"{result.variance_factor:g}", time_factor=f"{result.time_factor:g}",
+        header=comparing.HEADER, rows=comparing.rows(result), training=training,
+        unmatched=[("Only in BASE", result.only_base), ("Only in NEW", result.only_new),
+                   ("Failed in either store", result.failed)])
+    path = out / "compare.html"
+    path.write_text(page, encoding="utf-8")
+    return written + [path]
 
 
 def build_report(directory: str | Path, out: str | Path | None = None,
-                 formats: str | tuple = DEFAULT_FORMATS) -> list[Path]:
+                 formats: str | tuple = DEFAULT_FORMATS,
+                 baseline: str | Path | None = None) -> list[Path]:
     """Build the report of the store at ``directory`` into ``out`` (default
-    ``directory/report``); return the files written."""
+    ``directory/report``); return the files written. With ``baseline`` (a store of the same
+    study), a ``compare.html`` page of BASE vs NEW too, linked from the report."""
     formats = parse_formats(formats)
     out = Path(out) if out is not None else Path(directory) / "report"
     info = study_info(directory)  # no store: no output directory left behind
+    if baseline is not None:
+        study_info(baseline)
     out.mkdir(parents=True, exist_ok=True)
     frame, train, skipped = load(directory), load(directory, "train"), load_skipped(directory)
     ok = prepare(frame)
@@ -219,6 +254,8 @@ def build_report(directory: str | Path, out: str | Path | None = None,
         path = out / "tables.tex"
         path.write_text(tab_module.latex(tables + final_tables))
         written.append(path)
+    if baseline is not None:
+        written += _comparison_page(baseline, directory, out, formats)
     if "html" in formats:
         cells = pd.concat([frame, train.drop_duplicates("key")], ignore_index=True) \
             if not train.empty else frame
@@ -232,7 +269,8 @@ def build_report(directory: str | Path, out: str | Path | None = None,
             summary=_winners(agg) if not agg.empty else [], alpha=f"{ALPHA:g}",
             tables=tables, final_tables=final_tables, figures=figures, cells=_cells(cells),
             skipped=_skipped(skipped), provenance=_provenance(frame, train, info),
-            source=info.get("source", ""), css=Markup(CSS))
+            source=info.get("source", ""), css=Markup(CSS),
+            compared=baseline is not None)
         path = out / "index.html"
         path.write_text(page, encoding="utf-8")
         written.append(path)

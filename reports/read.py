@@ -130,3 +130,19 @@ def load_skipped(directory: str | Path):
         rows = connection.execute("SELECT kind, problem, estimator, reason FROM skipped").fetchall()
     frame = pd.DataFrame(rows, columns=["kind", "problem", "estimator", "reason"])
     return _with_labels(frame, load_labels(directory))
+
+
+def load_samples(directory: str | Path) -> dict[str, dict]:
+    """key -> {"squared_deviations", "times"} (numpy float64 arrays) of every measurement cell
+    that kept them (``harness.store``'s ``samples`` table); empty for a store written before
+    they were kept."""
+    import numpy as np
+
+    with _reading(directory) as connection:
+        if connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                              "AND name = 'samples'").fetchone() is None:
+            return {}
+        rows = connection.execute("SELECT key, squared_deviations, times FROM samples")
+        return {key: {"squared_deviations": np.frombuffer(deviations, "<f4").astype(float),
+                      "times": np.frombuffer(times, "<f4").astype(float)}
+                for key, deviations, times in rows}
