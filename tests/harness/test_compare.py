@@ -190,3 +190,20 @@ def test_the_report_gains_a_base_vs_new_page(base, tmp_path):
     assert page.count("<tr><td class=\"name\">bernoulli-toy:dim=3</td>") + page.count(
         "<tr class=\"failed\"><td class=\"name\">bernoulli-toy:dim=3</td>") == 2
     assert 'href="compare.html"' in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_the_ci_recipe_is_one_workflow():
+    """The workflow in docs/compare.md and its copy in docs/ci/ are the same valid YAML, and
+    its steps run the commands this package has."""
+    from pathlib import Path
+
+    import yaml
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    block = (docs / "compare.md").read_text(encoding="utf-8").split("```yaml\n")[1] \
+        .split("```")[0]
+    assert block == (docs / "ci" / "estimator-regressions.yml").read_text(encoding="utf-8")
+    steps = yaml.safe_load(block)["jobs"]["compare"]["steps"]
+    commands = " ".join(step.get("run", "") for step in steps)
+    assert "pip install torch==2.13.0" in commands and "estibench compare" in commands
+    assert commands.count("estibench study run studies/ci.toml") == 2
