@@ -7,7 +7,7 @@ torchsort's ``soft_sort`` is a different relaxation (a projection onto the permu
 Blondel et al. 2020) that produces the sorted *values*, not a matrix, and is labelled so. Times
 are medians of interleaved calls (``devices.interleaved_medians``); peak tensor memory is the
 profiler's on the CPU and the allocator's on CUDA. A kernel whose package is missing
-(``estibench[sorting]`` for diffsort; ``torchsort`` itself, built as the README says) is
+(``estibench[sorting]`` for diffsort; ``torchsort`` itself, built as docs/benchmarks.md says) is
 reported as such; diffsort's odd-even network has n layers of n × n matrices, so it stops at
 ``--diffsort-max-n``.
 
@@ -62,7 +62,7 @@ def main() -> None:
     try:
         import torchsort  # noqa: F401
     except ImportError:
-        print("torchsort: not installed (pip install --no-build-isolation torchsort, see the README); "
+        print("torchsort: not installed (pip install --no-build-isolation torchsort, see docs/benchmarks.md); "
               "left out")
     for n in [int(v) for v in args.sizes.split(",")]:
         generator = torch.Generator(device).manual_seed(0)

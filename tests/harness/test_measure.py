@@ -74,7 +74,7 @@ def test_chunking_does_not_change_the_estimates():
     # ...and for S = 2 check that chunks are reproducible and of the right shape.
     assert whole.shape == (50, 6) and torch.isfinite(whole).all()
     # Any memory budget of at least PASS_BYTES leaves the passes, hence the numbers, alone
-    # (a smaller budget can split them: README, "Memory budget").
+    # (a smaller budget can split them: docs/measurements.md, "Memory budget").
     for budget in (measure_module.PASS_BYTES, 2**40):
         again = batched_estimates(problem, estimator, num_samples=2, replicates=50,
                                   generator=torch.Generator().manual_seed(0),

@@ -362,13 +362,13 @@ def test_skip_reasons_group_by_their_kind():
     assert reason_kind("wrong family") == "wrong family"
 
 
-def test_the_readme_figure_example_runs(report, tmp_path, monkeypatch):
-    """The README's example of figures from Python, run on this store."""
+def test_the_docs_figure_example_runs(report, tmp_path, monkeypatch):
+    """docs/reports.md's example of figures from Python, run on this store."""
     directory, _ = report
     readme = (Path(__file__).resolve().parents[2] / "docs/reports.md").read_text(encoding="utf-8")
     block = next(part.split("```")[0] for part in readme.split("```python\n")[1:]
                  if "reports.figures import" in part)
     monkeypatch.chdir(tmp_path)
-    exec(compile(block.replace('"results/quick"', repr(str(directory))), "README", "exec"), {})
+    exec(compile(block.replace('"results/quick"', repr(str(directory))), "docs/reports.md", "exec"), {})
     assert (tmp_path / "variance.pdf").stat().st_size > 1000
     assert (tmp_path / "mse.png").stat().st_size > 1000
