@@ -1,154 +1,99 @@
 """One conformance suite for every compatible (problem, estimator) pair of the registries.
 
-Pairs come from the example specs in ``examples.py`` (every registered entry has at least one;
-``tests/test_meta.py`` enforces it), skipped only when ``harness.incompatibility`` says the
-pair cannot run. Test ids are ``problem-spec|estimator-spec``.
+The checks themselves live in ``harness/checks.py``, the one implementation that
+``estibench check SPEC`` and a plug-in's own pytest suite run too; this module parametrises
+each check over every pair of example specs (``harness/examples.py``: every registered entry
+has at least one; ``tests/test_meta.py`` enforces it), skipped only when
+``harness.incompatibility`` says the pair cannot run. Test ids are ``problem-spec|estimator-spec``
+(then the dtype and device, where the check has variants).
 
-Checks: surrogate and gradient shapes, dtype and device; finite gradients; the same generator
-gives the same estimate; f is evaluated ``objective_evaluations`` times; replicates are independent (the batched pass is a loop in disguise);
-for every estimator whose info says unbiased, a statistical test of unbiasedness against the
-exact gradient (false-alarm rate in tests/statistical.py). Known failures are read from
-``info.expected_failures``, never from names.
+Checks: surrogate and gradient shapes, dtype and device, finite gradients (float32 and
+float64, CPU and CUDA); finite gradients at extreme logits; the same generator gives the same
+estimate; f is evaluated ``objective_evaluations`` times; replicates are independent (and the
+batched pass is a loop in disguise); the global generators stay untouched; for every
+estimator whose info says unbiased, a statistical test of unbiasedness against the exact
+gradient (false-alarm rate ``ALPHA`` of tests/statistical.py, the same as
+``harness.checks.ALPHA``). Known failures are read from ``info.expected_failures``, never from
+names, and become strict xfails.
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from estimators import ESTIMATORS
-from harness import incompatibility, measure
-from problems import PROBLEMS
-from tests.conformance.examples import all_estimator_examples, all_problem_examples
+from harness import checks
+from harness.checks import Case, CheckSkipped, pytest_params, suite_cases
 from tests.statistical import ALPHA
 
-DEVICES = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
-]
-DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
+
+def params(check: str) -> list:
+    """The check's cases as pytest params; those on CUDA carry the ``cuda`` mark (the root
+    conftest skips them, saying why, where there is no CUDA device)."""
+    found = []
+    for param in pytest_params(suite_cases(check)):
+        case = param.values[0]
+        cuda = [pytest.mark.cuda] if dict(case.variant).get("device") == "cuda" else []
+        found.append(pytest.param(case, id=param.id, marks=[*param.marks, *cuda]))
+    return found
 
 
-def compatible_pairs() -> list:
-    pairs = []
-    for problem_spec in all_problem_examples():
-        for estimator_spec in all_estimator_examples():
-            problem = PROBLEMS.make(problem_spec)
-            estimator = ESTIMATORS.make(estimator_spec)
-            if incompatibility(problem, estimator) is None:
-                pairs.append(pytest.param(problem_spec, estimator_spec,
-                                          id=f"{problem_spec}|{estimator_spec}"))
-    return pairs
+def run(case: Case) -> None:
+    """Run the case's check."""
+    skip_unless_it_applies(case.run)
 
 
-PAIRS = compatible_pairs()
+def skip_unless_it_applies(check, *args, **kwargs) -> None:
+    """Call the check; its skip is reported here, with its reason (pytest would place a
+    ``unittest.SkipTest`` inside its own code)."""
+    try:
+        check(*args, **kwargs)
+    except CheckSkipped as skip:
+        pytest.skip(str(skip))
 
 
-def expect_failure(estimator, problem, check: str) -> None:
-    """xfail (strictly, through pytest) when the estimator's info declares this failure."""
-    for failure in estimator.info.expected_failures:
-        if failure.check == check and (not failure.families or problem.info.family in failure.families):
-            pytest.xfail(failure.reason)
+def test_the_suite_and_the_checks_share_one_policy():
+    assert checks.ALPHA == ALPHA
 
 
-def replicated(problem, replicates: int, device, dtype):
-    work = problem.to(device, dtype)
-    theta = [p.detach().expand(replicates, *p.shape).clone().requires_grad_(True)
-             for p in work.parameters()]
-    return work.with_parameters(theta), theta
+@pytest.mark.parametrize("case", params("shapes"))
+def test_shapes_dtype_device_and_finite_gradients(case: Case):
+    run(case)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_shapes_dtype_device_and_finite_gradients(problem_spec, estimator_spec, dtype, device):
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    expect_failure(estimator, problem, "finite_gradients")
-    work, theta = replicated(problem, 7, device, dtype)
-    num_samples = max(3, estimator.min_samples())
-    generator = torch.Generator(device).manual_seed(0)
-    loss = estimator.surrogate(work.distribution(), work.objective,
-                               num_samples=num_samples, generator=generator)
-    assert loss.shape == (7,)
-    assert loss.dtype == dtype and loss.device.type == device
-    grads = torch.autograd.grad(loss.sum(), theta)
-    for grad, param in zip(grads, theta):
-        assert grad.shape == param.shape and grad.dtype == dtype and grad.device.type == device
-        assert torch.isfinite(grad).all()
+@pytest.mark.parametrize("case", params("finite_gradients"))
+def test_finite_gradients_at_extreme_logits(case: Case):
+    run(case)
 
 
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_same_generator_same_estimate(problem_spec, estimator_spec):
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    results = []
-    for _ in range(2):
-        work, theta = replicated(problem, 5, "cpu", torch.float64)
-        loss = estimator.surrogate(work.distribution(), work.objective,
-                                   num_samples=max(2, estimator.min_samples()),
-                                   generator=torch.Generator().manual_seed(123))
-        results.append((loss.detach(), torch.autograd.grad(loss.sum(), theta)))
-    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+@pytest.mark.parametrize("case", params("determinism"))
+def test_same_generator_same_estimate(case: Case):
+    run(case)
 
 
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_objective_evaluations_count_what_f_sees(problem_spec, estimator_spec):
+@pytest.mark.parametrize("case", params("objective_evaluations"))
+def test_objective_evaluations_count_what_f_sees(case: Case):
     """The record's ``objective_evaluations`` is the number of samples f was evaluated on."""
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    work, _ = replicated(problem, 3, "cpu", torch.float64)
-    seen = []
-
-    def counted(z):
-        seen.append(z.shape[0])
-        return work.objective(z)
-
-    num_samples = max(3, estimator.min_samples())
-    dist = work.distribution()
-    estimator.surrogate(dist, counted, num_samples=num_samples,
-                        generator=torch.Generator().manual_seed(5))
-    assert sum(seen) == estimator.objective_evaluations(dist, num_samples)
+    run(case)
 
 
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_replicates_are_independent(problem_spec, estimator_spec):
+@pytest.mark.parametrize("case", params("independence"))
+def test_replicates_are_independent(case: Case):
     """Replicate 0's surrogate must not depend on any other replicate's parameters."""
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    work, theta = replicated(problem, 4, "cpu", torch.float64)
-    loss = estimator.surrogate(work.distribution(), work.objective,
-                               num_samples=max(2, estimator.min_samples()),
-                               generator=torch.Generator().manual_seed(7))
-    grads = torch.autograd.grad(loss[0], theta, allow_unused=True)
-    for grad in grads:
-        if grad is not None:
-            assert torch.count_nonzero(grad[1:]) == 0
+    run(case)
 
 
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_batched_pass_equals_a_loop_of_single_estimates(problem_spec, estimator_spec):
+@pytest.mark.parametrize("case", params("batched_loop"))
+def test_batched_pass_equals_a_loop_of_single_estimates(case: Case):
     """With one sample per estimate the batched noise stream is the loop's stream, in order."""
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    if estimator.min_samples() > 1:
-        pytest.skip("needs several samples per estimate: covered by test_replicates_are_independent")
-    work, theta = replicated(problem, 6, "cpu", torch.float64)
-    loss = estimator.surrogate(work.distribution(), work.objective, num_samples=1,
-                               generator=torch.Generator().manual_seed(3))
-    batched = torch.autograd.grad(loss.sum(), theta)[0]
-    single = problem.to("cpu", torch.float64)
-    generator = torch.Generator().manual_seed(3)
-    loop = []
-    for _ in range(6):
-        value = estimator.surrogate(single.distribution(), single.objective, num_samples=1,
-                                    generator=generator)
-        loop.append(torch.autograd.grad(value, single.parameters())[0])
-    torch.testing.assert_close(batched, torch.stack(loop), rtol=1e-12, atol=1e-15)
+    run(case)
+
+
+@pytest.mark.parametrize("case", params("global_rng"))
+def test_no_global_random_number_generator(case: Case):
+    run(case)
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("problem_spec, estimator_spec", PAIRS)
-def test_unbiased_estimators_are_unbiased(problem_spec, estimator_spec):
-    problem, estimator = PROBLEMS.make(problem_spec), ESTIMATORS.make(estimator_spec)
-    if not estimator.info.unbiased:
-        pytest.skip(f"{estimator.info.name} does not claim to be unbiased")
-    expect_failure(estimator, problem, "unbiased")
-    record = measure(problem, estimator, num_samples=max(2, estimator.min_samples()),
-                     replicates=20000, seed=2024, timing=False, memory_profile=False)
-    assert record["bias_pvalue"] > ALPHA, (record["bias"], record["bias_stderr"])
+@pytest.mark.parametrize("case", params("unbiased"))
+def test_unbiased_estimators_are_unbiased(case: Case):
+    skip_unless_it_applies(checks.check_unbiased, case.estimator, case.problem, alpha=ALPHA)
