@@ -325,6 +325,20 @@ def command_compare(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def command_check(args: argparse.Namespace) -> int:
+    """The conformance checks (``harness.checks``) on one estimator or problem against every
+    compatible registered partner: one line per check; exit 1 when one fails."""
+    from harness.checks import run_checks
+
+    checks = None if args.checks is None else [c.strip() for c in args.checks.split(",")]
+    code = run_checks(args.spec, kind=args.kind, partners=args.partner, checks=checks,
+                      write=lambda line: print(line, flush=True))
+    if code:
+        print(f"estibench: {args.spec}: conformance checks failed (the FAIL lines say why)",
+              file=sys.stderr)
+    return code
+
+
 def _memory_budget_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
                         help="memory one batched pass may use, e.g. 4GB or 512MiB (default: "
@@ -455,6 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="do not test times (noisy on shared machines); still reported")
     comparer.add_argument("--format", default="console", choices=["console", "md", "json"])
     comparer.set_defaults(func=command_compare)
+
+    checker = commands.add_parser(
+        "check", help="run the conformance checks on one estimator or problem (a plug-in's too) "
+        "against every compatible registered partner; exit 1 when one fails",
+        description="Shapes, dtypes, devices, finite gradients at extreme logits, determinism, "
+        "independent replicates, no global RNG, and unbiasedness where info claims it: one "
+        "line per check and partner (PASS, FAIL, SKIP or XFAIL, with the reason).")
+    checker.add_argument("spec", metavar="SPEC", help="an estimator or problem spec, e.g. "
+                         "gumbel-softmax:temperature=0.5")
+    checker.add_argument("--partner", action="append", default=None, metavar="SPEC",
+                         help="check against this partner only (repeatable; default: every "
+                         "compatible registered one)")
+    checker.add_argument("--checks", default=None, metavar="LIST",
+                         help="comma-separated checks to run (default all): info, shapes, "
+                         "finite_gradients, determinism, objective_evaluations, independence, "
+                         "batched_loop, global_rng, unbiased")
+    checker.add_argument("--kind", default=None, choices=["estimator", "problem"],
+                         help="which registry SPEC names, where a name is in both")
+    checker.set_defaults(func=command_check)
     return parser
 
 
