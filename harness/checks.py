@@ -32,8 +32,8 @@ command line reports it as XFAIL, pytest as a strict xfail (:func:`pytest_params
 declared failure that does not happen is itself a failure.
 
 Statistical policy (as ``tests/statistical.py``): the unbiasedness check runs with a fixed seed
-and rejects at a stated false-alarm rate ``ALPHA = 1e-4`` per check (a Bonferroni-combined
-t-test over the gradient's coordinates, ``bias_pvalue`` of ``harness.measure``); over the 30 or
+and rejects at a stated false-alarm rate ``ALPHA = 1e-4`` per check (``bias_pvalue`` of
+``harness.measure``: a test per coordinate, Bonferroni-combined); over the 30 or
 so partners one spec meets, a correct estimator fails any of them with probability below 0.3%.
 
 Example, a plug-in's pytest suite (``my-estimator`` registered through an entry point)::
@@ -400,8 +400,8 @@ def check_global_rng(estimator: str | Estimator, problem: str | Problem) -> None
 def check_unbiased(estimator: str | Estimator, problem: str | Problem, *,
                    alpha: float = ALPHA, replicates: int = UNBIASED_REPLICATES,
                    seed: int = UNBIASED_SEED, show_progress: bool = False) -> None:
-    """When ``info.unbiased``: ``measure``'s test of "no bias" (a Bonferroni-combined t-test
-    against the exact gradient, or an unbiased reference with its standard error) at a fixed
+    """When ``info.unbiased``: ``measure``'s test of "no bias" (per coordinate, Bonferroni-
+    combined, against the exact gradient, or an unbiased reference with its standard error) at a fixed
     seed does not reject at level ``alpha`` (statistical; see the module's policy)."""
     built, task = _pair(estimator, problem)
     if not built.info.unbiased:
