@@ -3,7 +3,10 @@
     estibench run [--out DIR] [--executor inline|process|ray] [--workers N]
     estibench study validate FILE
     estibench study run FILE --out DIR [--resume] [--executor ...] [--workers N]
-    estibench report DIR [--out DIR] [--format html,md,latex,png,svg,pdf]
+    estibench report DIR [--out DIR] [--format html,md,latex,png,svg,pdf] [--baseline BASE]
+    estibench compare BASE NEW [--variance-factor F] [--time-factor F] [--alpha A]
+                      [--no-time] [--format console|md|json]
+    estibench check SPEC [--partner SPEC] [--checks LIST] [--kind estimator|problem]
     estibench export DIR [--format csv|parquet] [--out DIR]
     estibench list [estimators|problems]
     estibench measure PROBLEM_SPEC ESTIMATOR_SPEC [--num-samples N] [--replicates R]

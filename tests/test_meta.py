@@ -12,14 +12,14 @@ from tests.conformance.examples import ESTIMATOR_EXAMPLES, PROBLEM_EXAMPLES
 
 @pytest.mark.parametrize("name", ESTIMATORS.names())
 def test_every_estimator_has_an_example(name):
-    assert ESTIMATOR_EXAMPLES.get(name), f"add an example spec for {name!r} to tests/conformance/examples.py"
+    assert ESTIMATOR_EXAMPLES.get(name), f"add an example spec for {name!r} to harness/examples.py"
     for spec in ESTIMATOR_EXAMPLES[name]:
         assert ESTIMATORS.make(spec).info.name == name
 
 
 @pytest.mark.parametrize("name", PROBLEMS.names())
 def test_every_problem_has_an_example(name):
-    assert PROBLEM_EXAMPLES.get(name), f"add an example spec for {name!r} to tests/conformance/examples.py"
+    assert PROBLEM_EXAMPLES.get(name), f"add an example spec for {name!r} to harness/examples.py"
     for spec in PROBLEM_EXAMPLES[name]:
         assert PROBLEMS.make(spec).info.name == name
 
