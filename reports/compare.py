@@ -46,7 +46,7 @@ import numpy as np
 from scipy import stats
 
 from reports.read import load, load_samples, study_info
-from reports.units import number
+from reports.units import as_number, number
 
 VARIANCE_FACTOR = 1.2
 TIME_FACTOR = 1.5
@@ -140,14 +140,6 @@ def log_time_ratio(base: np.ndarray, new: np.ndarray) -> tuple[float, float, flo
     return float(b.mean() - a.mean()), se, df
 
 
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def compare(base: str | Path, new: str | Path, *, variance_factor: float = VARIANCE_FACTOR,
             time_factor: float = TIME_FACTOR, alpha: float = ALPHA,
             timing: bool = True) -> Comparison:
@@ -191,19 +183,18 @@ def compare_frames(b, n, b_samples: dict, n_samples: dict, *,
         old, cur = b_measure.loc[key], n_measure.loc[key]
         cell = CellComparison(key, cur.problem_label, cur.estimator_label, int(cur.num_samples),
                               int(cur.seed))
-        cell.base_bias_pvalue = _finite(old.bias_pvalue)
-        cell.new_bias_pvalue = _finite(cur.bias_pvalue)
+        cell.base_bias_pvalue = as_number(old.bias_pvalue)
+        cell.new_bias_pvalue = as_number(cur.bias_pvalue)
         if cell.new_bias_pvalue is not None and cell.new_bias_pvalue < level and not (
                 cell.base_bias_pvalue is not None and cell.base_bias_pvalue < level):
             cell.reasons.append(f"bias detected in NEW (p = {number(cell.new_bias_pvalue)}), "
                                  f"not in BASE (p = {number(cell.base_bias_pvalue)})")
         if key in b_samples and key in n_samples:
             _variance(cell, b_samples[key]["squared_deviations"],
-                      n_samples[key]["squared_deviations"], _finite(old.variance),
-                      _finite(cur.variance), variance_factor, level)
+                      n_samples[key]["squared_deviations"], variance_factor, level)
             _time(cell, b_samples[key]["times"], n_samples[key]["times"], time_factor,
                   level if timing else 0.0)  # without timing: reported, never a verdict
-        memory = (_finite(old.get("peak_memory_bytes")), _finite(cur.get("peak_memory_bytes")))
+        memory = [as_number(row.get("peak_memory_bytes")) for row in (old, cur)]
         if memory[0] and memory[1] is not None:
             cell.memory_ratio = memory[1] / memory[0]
         cells.append(cell)
@@ -217,8 +208,8 @@ def _describe(frame, key) -> str:
             f"seed={row.seed} ({row.kind})")
 
 
-def _variance(cell: CellComparison, base: np.ndarray, new: np.ndarray, base_variance,
-              new_variance, factor: float, level: float) -> None:
+def _variance(cell: CellComparison, base: np.ndarray, new: np.ndarray, factor: float,
+              level: float) -> None:
     if len(base) < 2 or len(new) < 2:
         return
     zero_base, zero_new = not base.any(), not new.any()

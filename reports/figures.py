@@ -264,7 +264,8 @@ def _fit_ylabels(fig) -> bool:
                 width -= 4
             else:
                 size -= 0.5
-            ax.set_ylabel("\n".join(textwrap.wrap(text, width, break_on_hyphens=False)), fontsize=size)
+            lines = textwrap.wrap(text, width, break_on_hyphens=False)
+            ax.set_ylabel("\n".join(lines), fontsize=size)
     return changed
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 
-def _finite(value) -> float | None:
+def as_number(value) -> float | None:
+    """``value`` as a float; None when it is missing, not a number, or NaN."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -18,7 +19,7 @@ def _finite(value) -> float | None:
 
 def number(value, digits: int = 3) -> str:
     """``digits`` significant figures; 'n/a' for a missing or NaN value."""
-    value = _finite(value)
+    value = as_number(value)
     if value is None:
         return "n/a"
     return "0" if value == 0 else f"{value:.{digits}g}"
@@ -26,7 +27,7 @@ def number(value, digits: int = 3) -> str:
 
 def seconds(value) -> str:
     """A duration with a unit: s, ms, µs or ns, three significant figures."""
-    value = _finite(value)
+    value = as_number(value)
     if value is None:
         return "n/a"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
@@ -37,7 +38,7 @@ def seconds(value) -> str:
 
 def size(value) -> str:
     """A byte count with a binary unit: B, KiB, MiB or GiB."""
-    value = _finite(value)
+    value = as_number(value)
     if value is None:
         return "n/a"
     for unit in ("B", "KiB", "MiB", "GiB"):
