@@ -467,7 +467,7 @@ def measure(
         lambda: _roundoff(problem, estimator, num_samples, seed, device, dtype, memory_budget))
     record.update(
         summarise(estimates, true, true_stderr, eps=torch.finfo(dtype).eps, roundoff=roundoff,
-                  objective_scale=objective_scale)
+                  objective_scale=objective_scale, samples=samples)
     )
 
     params = work.parameters()
@@ -482,10 +482,7 @@ def measure(
     times: list[float] = []
     record["time_per_estimate_s"] = median_time(one_estimate, device, times_out=times) \
         if timing else None
-    if samples is not None:  # what ``estibench compare`` tests with (reports.compare)
-        mean = estimates.mean(0, dtype=torch.float64)  # rows in blocks: no [R, D] copy
-        samples["squared_deviations"] = torch.cat([
-            (rows.double() - mean).pow_(2).sum(1) for rows in estimates.split(4096)]).tolist()
+    if samples is not None:  # squared deviations from summarise; the comparison's times
         samples["times"] = times
     if memory_profile:
         record["peak_memory_bytes"], record["peak_memory_method"] = memory.peak_memory(

@@ -58,6 +58,7 @@ def run_cell(job: CellJob) -> dict:
     """Run one cell; never raises: failures come back as ``status='failed'`` with the error."""
     cell = job.cell
     started = time.time()
+    samples: dict = {}  # a measurement's squared deviations and times (Store's samples table)
     try:
         with torch_threads(job.threads):
             if cell.kind == "measure":
@@ -65,7 +66,6 @@ def run_cell(job: CellJob) -> dict:
 
                 reference = None if job.reference is None else TrueGradient.from_json(
                     job.reference)
-                samples: dict = {}
                 record = measure(
                     cell.problem, cell.estimator, num_samples=cell.num_samples,
                     replicates=cell.setting("replicates"), seed=cell.cell_seed,
@@ -74,8 +74,6 @@ def run_cell(job: CellJob) -> dict:
                     memory_budget=job.memory_budget, reference_seed=job.reference_seed,
                     reference=reference, samples=samples,
                 )
-                return {"status": "ok", "record": record, "samples": samples,
-                        "started": started, "finished": time.time()}
             else:
                 from harness.training import train
 
@@ -88,7 +86,8 @@ def run_cell(job: CellJob) -> dict:
                     seed=cell.cell_seed, device=cell.setting("device"),
                     dtype=cell.setting("dtype"), memory_budget=job.memory_budget,
                 )
-        return {"status": "ok", "record": record, "started": started, "finished": time.time()}
+        return {"status": "ok", "record": record, "samples": samples, "started": started,
+                "finished": time.time()}
     except Exception as error:  # noqa: BLE001 - a failed cell is stored, never fatal
         message = str(error) if isinstance(error, UserError) else (
             f"{type(error).__name__}: {error}")

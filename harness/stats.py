@@ -144,6 +144,7 @@ class CellStatistics:
     bias: Tensor  # ḡ − true
     bias_stderr: Tensor  # √(s²/R + reference stderr²)
     spread: Tensor  # round-off bound τ of one estimate (see ``summarise``)
+    squared_deviations: Tensor  # ``[..., R]``: ‖ĝ_r − ḡ‖², summing over R − 1 to the variance
 
 
 def cell_statistics(
@@ -169,11 +170,13 @@ def cell_statistics(
     blocks = g.split(rows, dim=-2)
     offset = sum((block - pivot).sum(-2) for block in blocks).unsqueeze(-2) / replicates
     squares, cubes = torch.zeros_like(mean), torch.zeros_like(mean)
+    rows_squared = []
     for block in blocks:
         centred = block - pivot - offset
         square = centred * centred
         squares += square.sum(-2)
         cubes += (square * centred).sum(-2)
+        rows_squared.append(square.sum(-1))
     var = squares / (replicates - 1) if replicates > 1 else torch.zeros_like(mean)
     stderr_sq = var / replicates
     if true_stderr is not None:
@@ -183,7 +186,8 @@ def cell_statistics(
     true_roundoff = 64 * torch.finfo(torch.float64).eps * max(true_max, objective_scale)
     spread = (64 * eps * scale + true_roundoff).expand_as(mean)
     return CellStatistics(mean=mean, variance=var, third_moment=cubes / replicates,
-                          bias=mean - true, bias_stderr=stderr_sq.sqrt(), spread=spread)
+                          bias=mean - true, bias_stderr=stderr_sq.sqrt(), spread=spread,
+                          squared_deviations=torch.cat(rows_squared, -1))
 
 
 def summarise(
@@ -193,6 +197,7 @@ def summarise(
     eps: float,
     roundoff: Tensor | Callable[[], Tensor] | None = None,
     objective_scale: float = 0.0,
+    samples: dict | None = None,
 ) -> dict:
     """Every metric of ``harness.record.METRICS`` that depends on the estimates alone.
 
@@ -205,6 +210,8 @@ def summarise(
             estimate in float64), if known; or a function that measures it, called only when
             some coordinate is at round-off scale.
         objective_scale: |E f|, the scale of the terms an exact gradient sums, if known.
+        samples: a dict to receive ``squared_deviations``, the R values ‖ĝ_r − ḡ‖² (from the
+            same pass as the moments), for ``measure``'s ``samples``.
 
     Round-off bound of one estimate: τ = 64 ε max(‖true‖∞, ‖mean‖∞) plus the float64 round-off
     of the true gradient itself, 64 ε₆₄ max(‖true‖∞, |E f|) (a gradient that is zero in exact
@@ -218,6 +225,8 @@ def summarise(
     true = true.double()
     replicates = g.shape[0]
     cell = cell_statistics(g, true, true_stderr, eps, objective_scale)
+    if samples is not None:
+        samples["squared_deviations"] = cell.squared_deviations.tolist()
     mean, var, bias, bias_stderr, spread = (cell.mean, cell.variance, cell.bias,
                                             cell.bias_stderr, cell.spread)
     std = var.sqrt()

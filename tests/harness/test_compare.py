@@ -150,9 +150,10 @@ def test_the_variance_verdict_false_alarm_rate_is_at_most_alpha():
     test at most 1e-4. The cells are REINFORCE on the skewed ``categorical-linear:k=6,seed=2``
     (a category of probability 0.045: heavy-tailed squared deviations) and Gumbel-softmax on
     ``bernoulli-toy``, R = 200 replicates each, their squared deviations computed as the
-    harness does (``measure(samples=...)``). The bias test is the subject of its own
+    harness does (``harness.stats.cell_statistics``). The bias test is the subject of its own
     calibration test; here the records say p = 1 so that only the variance verdict speaks."""
     from harness.measure import batched_estimates
+    from harness.stats import cell_statistics
     from problems import PROBLEMS
 
     comparisons, replicates = 200, 200
@@ -163,8 +164,9 @@ def test_the_variance_verdict_false_alarm_rate_is_at_most_alpha():
         generator = torch.Generator().manual_seed(7)
         g = batched_estimates(PROBLEMS.make(problem), ESTIMATORS.make(estimator), num_samples=1,
                               replicates=2 * comparisons * replicates, generator=generator)
-        g = g.double().reshape(2 * comparisons, replicates, -1)
-        cells[key] = (g - g.mean(1, keepdim=True)).pow(2).sum(-1).numpy()
+        g = g.reshape(2 * comparisons, replicates, -1)
+        cells[key] = cell_statistics(g, torch.zeros(g.shape[-1]), None,
+                                     eps=torch.finfo(g.dtype).eps).squared_deviations.numpy()
     keys = list(cells)
     alarms = 0
     for i in range(comparisons):
