@@ -131,13 +131,13 @@ def log_variance_ratio(base: np.ndarray, new: np.ndarray) -> tuple[float, float]
     return log_ratio, math.sqrt(terms[0] + terms[1])
 
 
-def log_time_ratio(base: np.ndarray, new: np.ndarray) -> tuple[float, float, float]:
-    """(difference of mean log times, its standard error, Welch degrees of freedom)."""
-    a, b = np.log(base), np.log(new)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+def welch(base: np.ndarray, new: np.ndarray) -> tuple[float, float, float]:
+    """(mean(new) − mean(base), its standard error, Welch's degrees of freedom)."""
+    va, vb = base.var(ddof=1) / len(base), new.var(ddof=1) / len(new)
     se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else math.inf
-    return float(b.mean() - a.mean()), se, df
+    df = (va + vb) ** 2 / (va ** 2 / (len(base) - 1) + vb ** 2 / (len(new) - 1)) if se > 0 \
+        else math.inf
+    return float(new.mean() - base.mean()), se, df
 
 
 def compare(base: str | Path, new: str | Path, *, variance_factor: float = VARIANCE_FACTOR,
@@ -156,22 +156,20 @@ def compare(base: str | Path, new: str | Path, *, variance_factor: float = VARIA
     result = compare_frames(load(base), load(new), load_samples(base), load_samples(new),
                             variance_factor=variance_factor, time_factor=time_factor,
                             alpha=alpha, timing=timing)
-    result.base, result.new, result.study = str(base), str(new), new_info["name"]
-    result.training = _training(load(base, "train"), load(new, "train"))
-    return result
+    return dataclasses.replace(result, base=str(base), new=str(new), study=new_info["name"],
+                               training=_training(load(base, "train"), load(new, "train")))
 
 
 def compare_frames(b, n, b_samples: dict, n_samples: dict, *,
                    variance_factor: float = VARIANCE_FACTOR, time_factor: float = TIME_FACTOR,
                    alpha: float = ALPHA, timing: bool = True) -> Comparison:
-    """The comparison of two loaded stores: ``load`` frames and ``load_samples`` dicts."""
-    b_measure = b.set_index("key") if not b.empty else b
-    n_measure = n.set_index("key") if not n.empty else n
-    shared = [k for k in n_measure.index if k in set(b_measure.index)] if len(b) and len(n) else []
-    only_base = sorted(_describe(b_measure, k) for k in set(b_measure.index) - set(shared)) \
-        if len(b) else []
-    only_new = sorted(_describe(n_measure, k) for k in set(n_measure.index) - set(shared)) \
-        if len(n) else []
+    """The comparison of two loaded stores: ``load`` frames and ``load_samples`` dicts (the
+    stores' names and training runs are ``compare``'s to fill in)."""
+    b_measure, n_measure = b.set_index("key"), n.set_index("key")
+    base_keys, new_keys = set(b_measure.index), set(n_measure.index)
+    shared = [k for k in n_measure.index if k in base_keys]
+    only_base = sorted(_describe(b_measure, k) for k in base_keys - new_keys)
+    only_new = sorted(_describe(n_measure, k) for k in new_keys - base_keys)
     failed = [_describe(n_measure, k) for k in shared
               if b_measure.loc[k, "status"] != "ok" or n_measure.loc[k, "status"] != "ok"]
     ok = [k for k in shared
@@ -239,7 +237,7 @@ def _time(cell: CellComparison, base: np.ndarray, new: np.ndarray, factor: float
     base, new = base[base > 0], new[new > 0]
     if len(base) < 2 or len(new) < 2:
         return
-    difference, se, df = log_time_ratio(base, new)
+    difference, se, df = welch(np.log(base), np.log(new))
     cell.time_ratio = math.exp(difference)
     if se == 0:
         cell.time_pvalue = float(difference > math.log(factor))
@@ -268,12 +266,10 @@ def _training(base, new) -> list[TrainingComparison]:
         b = new_groups[group_key].final_objective.astype(float).to_numpy()
         interval = None
         if len(a) > 1 and len(b) > 1:
-            va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-            se = math.sqrt(va + vb)
+            difference, se, df = welch(a, b)
             if se > 0:
-                df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
                 t = stats.t.ppf(0.975, df)
-                interval = (b.mean() - a.mean() - t * se, b.mean() - a.mean() + t * se)
+                interval = (difference - t * se, difference + t * se)
         result.append(TrainingComparison(group_key[0], group_key[1], int(group_key[2]), len(a),
                                          len(b), float(b.mean() - a.mean()), interval))
     return result
