@@ -12,13 +12,12 @@ import pandas as pd
 
 from reports import figures as fig_module
 from reports import tables as tab_module
-from reports.frames import aggregate, prepare
+from reports.frames import BIAS_ALPHA, ZERO_VARIANCE, aggregate, prepare
 from reports.read import load, load_skipped, study_info
 from reports.units import number
 
 FORMATS = ("html", "md", "latex", "png", "svg", "pdf")
 DEFAULT_FORMATS = ("html", "md", "latex", "png")
-ALPHA = 1e-4  # a cell's bias counts as detected when its p-value is below this
 
 
 def parse_formats(text: str | tuple) -> tuple[str, ...]:
@@ -37,13 +36,13 @@ def _winners(agg: pd.DataFrame) -> list[dict]:
     for problem, group in agg.groupby("problem_label", sort=False):
         parts = []
         for n, at_n in sorted(group.groupby("num_samples"), key=lambda item: int(item[0])):
-            varying = at_n[at_n.mse > fig_module.ZERO_VARIANCE]
+            varying = at_n[at_n.mse > ZERO_VARIANCE]
             if varying.empty:
                 continue
             best = varying.loc[varying.mse.idxmin()]
             part = {"n": int(n), "best": best.estimator_label, "mse": number(best.mse),
                     "fair": None}
-            unbiased = varying[varying.bias_pvalue >= ALPHA]
+            unbiased = varying[varying.bias_pvalue >= BIAS_ALPHA]
             if not unbiased.empty and unbiased.mse.idxmin() != varying.mse.idxmin():
                 fair = unbiased.loc[unbiased.mse.idxmin()]
                 part.update(fair=fair.estimator_label, fair_mse=number(fair.mse))
@@ -266,7 +265,7 @@ def build_report(directory: str | Path, out: str | Path | None = None,
 
         page = _template().render(
             name=info["name"], counts=counts, notes=notes,
-            summary=_winners(agg) if not agg.empty else [], alpha=f"{ALPHA:g}",
+            summary=_winners(agg) if not agg.empty else [], alpha=f"{BIAS_ALPHA:g}",
             tables=tables, final_tables=final_tables, figures=figures, cells=_cells(cells),
             skipped=_skipped(skipped), provenance=_provenance(frame, train, info),
             source=info.get("source", ""), css=Markup(CSS),

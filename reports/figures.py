@@ -45,12 +45,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from reports.frames import aggregate, metric_label, prepare, split_spec  # noqa: E402
+from reports.frames import (  # noqa: E402
+    ZERO_VARIANCE,
+    aggregate,
+    labelled,
+    metric_label,
+    prepare,
+    split_spec,
+)
 
 STYLE = {"axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
          "savefig.dpi": 110, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
          "xtick.labelsize": 8, "ytick.labelsize": 8}
-ZERO_VARIANCE = 1e-20  # variances below this (the exact estimator, round-off) are not plotted
 RELATIVE_ZERO = 1e-10  # nor those below this fraction of the largest variance on their problem
 
 
@@ -401,11 +407,8 @@ def training_curves(frame: pd.DataFrame, colours: dict | None = None):
     labelled with the problem's metric; lines: mean over seeds, bands: min–max."""
     if frame.empty or "step" not in frame or frame.step.isna().all():
         raise NotDrawable("no training runs in this store")
-    data = frame[frame.status == "ok"].dropna(subset=["step"]).copy() \
-        if "status" in frame else frame.dropna(subset=["step"]).copy()
-    for column in ("problem", "estimator"):
-        if column + "_label" not in data:
-            data[column + "_label"] = data[column]
+    data = labelled(frame[frame.status == "ok"] if "status" in frame else frame)
+    data = data.dropna(subset=["step"])
     colours = _styles_for(data, colours)
     problems = list(dict.fromkeys(data.problem_label))
     sns.set_theme(style="whitegrid", rc=STYLE)

@@ -22,6 +22,17 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip(), options
 
 
+ZERO_VARIANCE = 1e-20  # below this a variance is zero (exact enumeration, round-off)
+BIAS_ALPHA = 1e-4  # a cell's bias counts as detected when its p-value is below this
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``problem_label`` and ``estimator_label`` columns: ``load``'s, or, for a
+    frame made without them, the specs themselves (a copy only then)."""
+    missing = [c for c in ("problem", "estimator") if c + "_label" not in frame]
+    return frame.assign(**{c + "_label": frame[c] for c in missing}) if missing else frame
+
+
 SIZE_OPTIONS = ("dim", "n", "k", "latent", "classes", "topics")  # options that set a size
 
 
@@ -49,12 +60,9 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     specs without their default options) name things everywhere; a frame without them is
     labelled by its specs.
     """
-    ok = frame[frame.status == "ok"].copy()
+    ok = labelled(frame[frame.status == "ok"].copy())
     if ok.empty:
         return ok
-    for column in ("problem", "estimator"):
-        if column + "_label" not in ok:
-            ok[column + "_label"] = ok[column]
     ok["estimator_name"] = ok.estimator.map(lambda s: split_spec(s)[0])
     ok["problem_name"] = ok.problem.map(lambda s: split_spec(s)[0])
     ok["problem_line"] = ok.problem.map(without_size)

@@ -12,7 +12,7 @@ import html
 
 import pandas as pd
 
-from reports.frames import direction
+from reports.frames import BIAS_ALPHA, ZERO_VARIANCE, direction
 from reports.units import number, seconds, size
 
 COLUMNS = (  # (key, header, best is "min" or "max")
@@ -48,13 +48,13 @@ def _text(key: str, row: pd.Series) -> str:
     return number(value)
 
 
-def is_reference(row: pd.Series, alpha: float = 1e-4) -> bool:
+def is_reference(row: pd.Series, alpha: float = BIAS_ALPHA) -> bool:
     """A zero-variance estimate with no detected bias: exact enumeration (or an estimator that
     is exact on this problem). It is the answer, not a competitor."""
     variance = pd.to_numeric(row.get("variance"), errors="coerce")
     pvalue = pd.to_numeric(row.get("bias_pvalue"), errors="coerce")
     return row.get("estimator_name") == "exact" or (
-        variance == variance and variance <= 1e-20 and not (pvalue < alpha))
+        variance == variance and variance <= ZERO_VARIANCE and not (pvalue < alpha))
 
 
 def build_tables(aggregated: pd.DataFrame) -> list[Table]:
@@ -71,7 +71,7 @@ def build_tables(aggregated: pd.DataFrame) -> list[Table]:
         reference = group.apply(is_reference, axis=1).astype(bool)
         group = pd.concat([group[~reference].sort_values("mse", kind="stable"),
                            group[reference]])
-        reference = group.apply(is_reference, axis=1).astype(bool)
+        reference = reference.loc[group.index]
         contest = group[~reference]
         best_value = {}
         for key, _, better in COLUMNS:
@@ -97,7 +97,7 @@ CURVE_COLUMNS = ("step", "objective", "objective_stderr", "gradient_variance", "
 def final_metrics(train: pd.DataFrame) -> list[Table]:
     """One table per trained problem: each estimator's metrics at its last evaluation, mean ±
     standard error over seeds (the s.e. needs two seeds), the best mean of each column bold
-    (lower or higher as the metric's name says; ``figures.direction``)."""
+    (lower or higher as the metric's name says; ``frames.direction``)."""
     if train.empty or "step" not in train:
         return []
     data = train[train.status == "ok"].dropna(subset=["step"])
@@ -146,7 +146,7 @@ def _curve_metrics(runs: pd.DataFrame) -> list[str]:
     skip = set(CURVE_COLUMNS) | {"key", "kind", "problem", "estimator", "num_samples", "seed",
                                  "cell_seed", "status", "error", "started", "finished",
                                  "problem_label", "estimator_label", "objective_evaluations",
-                                 "learning_rate", "steps", "final_objective", "wall_time_s",
+                                 "learning_rate", "steps", "final_objective",
                                  "replicates", "eval_every", "variance_replicates"}
     return [c for c in runs.columns if c not in skip and runs[c].notna().any()
             and pd.api.types.is_numeric_dtype(runs[c])]
