@@ -70,7 +70,7 @@ from estimators.errors import SpecError, UserError
 from estimators.registry import split_spec
 from harness.compat import incompatibility
 from harness.examples import ESTIMATOR_EXAMPLES, PROBLEM_EXAMPLES
-from harness.measure import measure, reference_estimator, resolve_dtype
+from harness.measure import measure, reference_estimator, replicated, resolve_dtype
 from harness.progress import duration, progress
 from problems import PROBLEMS, Problem
 
@@ -123,12 +123,11 @@ def _replicas(problem: Problem, replicates: int, device: str | torch.device,
               dtype: torch.dtype, parameters: Sequence[Tensor] | None = None
               ) -> tuple[Problem, list[Tensor]]:
     """The problem on ``device`` in ``dtype`` with θ (or ``parameters``) repeated along a new
-    leading dimension ``[R, *θ.shape]``, and those leaves."""
+    leading dimension ``[R, *θ.shape]``, and those leaves (``measure.replicated``)."""
     work = problem.to(device, dtype)
-    base = work.parameters() if parameters is None else parameters
-    theta = [p.detach().to(device, dtype).expand(replicates, *p.shape).clone().requires_grad_(True)
-             for p in base]
-    return work.with_parameters(theta), theta
+    if parameters is not None:
+        work = work.with_parameters([p.detach().to(device, dtype) for p in parameters])
+    return replicated(work, replicates)
 
 
 def _gradients(loss: Tensor, theta: list[Tensor]) -> tuple[Tensor, ...]:
