@@ -162,22 +162,24 @@ def _pool(jobs: list[CellJob], workers: int, context, lifeline, driver_end):
     from concurrent.futures.process import BrokenProcessPool
 
     lost: list[int] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_watch_driver, initargs=(lifeline,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_watch_driver, initargs=(lifeline,))
+    try:
         futures = {pool.submit(run_cell, job): index for index, job in enumerate(jobs)}
-        try:
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    lost.append(futures[future])
-                    continue
-                yield jobs[futures[future]], result
-        except BaseException:  # Ctrl-C, SIGTERM, or the consumer closed us: end the workers
-            for future in futures:
-                future.cancel()
-            driver_end.close()  # the pool's shutdown then finds its workers gone, not busy
-            raise
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                lost.append(futures[future])
+                continue
+            yield jobs[futures[future]], result
+    except BaseException:  # Ctrl-C, SIGTERM, or the consumer closed us: end the workers
+        driver_end.close()  # each worker leaves as it reads the end of its lifeline
+        # Not waiting for the pool's own shutdown: an interrupt raised while as_completed held
+        # a future's lock would leave the pool's manager thread blocked on it for good.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [jobs[index] for index in sorted(lost)]
 
 

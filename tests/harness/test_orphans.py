@@ -90,7 +90,10 @@ def _kill_mid_run(tmp_path: Path, sig: int) -> tuple[subprocess.Popen, float, di
     process = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--out", str(out),
          "--executor", "process", "--workers", "2"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+        # PYTHONFAULTHANDLER: a run that does not end in time is sent SIGABRT, and its stderr
+        # then shows where each of its threads was
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
+        start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.txt").open("w"),
     )
     try:
@@ -101,7 +104,13 @@ def _kill_mid_run(tmp_path: Path, sig: int) -> tuple[subprocess.Popen, float, di
         assert process.poll() is None, "the run ended before the signal: make the cells longer"
         process.send_signal(sig)
         sent = time.monotonic()
-        process.wait(timeout=GONE_WITHIN_S)
+        try:
+            process.wait(timeout=GONE_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait()
+            pytest.fail(f"the run was still there {GONE_WITHIN_S} s after the signal; its "
+                        f"stderr:\n{(tmp_path / 'stderr.txt').read_text()}")
         while _session(process.pid) and time.monotonic() - sent < GONE_WITHIN_S:
             time.sleep(0.05)
         gone_after = time.monotonic() - sent
