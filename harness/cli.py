@@ -328,6 +328,23 @@ def command_compare(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def command_reproduce(args: argparse.Namespace) -> int:
+    """Run the papers' studies and decide their published claims (``harness.reproduce``)."""
+    from harness import reproduce
+
+    chosen = reproduce.select(args.names)
+    if args.list:
+        for line in reproduce.listing(chosen):
+            print(line)
+        return 0
+    reproduce.reproduce(chosen, args.out, budget_minutes=args.budget_minutes,
+                        executor=args.executor, workers=args.workers,
+                        ray_address=args.ray_address, memory_budget=args.memory_budget,
+                        allow_changed=args.allow_changed, retry_failed=args.retry_failed,
+                        write=lambda line: print(line, flush=True))
+    return 0
+
+
 def command_check(args: argparse.Namespace) -> int:
     """The conformance checks (``harness.checks``) on one estimator or problem against every
     compatible registered partner: one line per check; exit 1 when one fails."""
@@ -434,6 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="store directory (default ./estibench-results)")
     _executor_options(main_job)
     main_job.set_defaults(func=command_run)
+
+    reproducer = commands.add_parser(
+        "reproduce", help="run the papers' studies and check their published claims",
+        description="Run studies/papers/NAME.toml (default: every paper) into OUT/NAME, "
+        "resuming what is there, and decide each [[claim]] from the store: a report per paper "
+        "and the table OUT/reproductions.md. Run again to regenerate them.")
+    reproducer.add_argument("names", nargs="*", metavar="NAME", help="papers (file stems)")
+    reproducer.add_argument("--list", action="store_true",
+                            help="list the papers' claims with their sources; run nothing")
+    reproducer.add_argument("--out", default="estibench-reproductions", metavar="DIR",
+                            help="directory of the papers' stores (default "
+                            "./estibench-reproductions)")
+    reproducer.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                            help="start no paper's study after M minutes (its claims: not run)")
+    _executor_options(reproducer)
+    reproducer.set_defaults(func=command_reproduce)
 
     reporter = commands.add_parser(
         "report", help="figures, tables and a self-contained HTML page from a store",

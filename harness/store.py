@@ -210,6 +210,8 @@ class Store:
                     "grids or settings); pass --allow-changed to keep the finished cells that "
                     "still belong to it and run the new ones, or choose another --out directory"
                 )
+        if existing["fingerprint"] != fingerprint or existing["source"] != source:
+            # the same cells with another text (comments, claims) keep the newest text
             with self.transaction():
                 self.connection.execute(
                     "UPDATE study SET fingerprint = ?, source = ?, updated = ? WHERE id = 1",

@@ -50,6 +50,7 @@ from typing import Any
 from estimators import ESTIMATORS, Estimator
 from estimators.errors import UserError
 from estimators.registry import format_spec, split_spec
+from harness.claims import parse_claims
 from harness.compat import incompatibility
 from harness.measure import DTYPES
 from harness.training import OPTIMIZERS
@@ -127,6 +128,7 @@ class Study:
     training: list[dict]
     source: str = ""  # the file's text
     path: str = "<string>"
+    claims: list = dataclasses.field(default_factory=list)  # harness.claims.Claim
 
     def expand(self) -> tuple[list[Cell], list[Skipped]]:
         """Every cell of every grid, in file order, duplicates removed; and the skipped pairs."""
@@ -243,6 +245,7 @@ _TOP = {
     "replicates": "R per measurement", "threads": "torch threads per cell",
     "timing": "time one estimate", "memory": "peak memory of one estimate",
     "grid": "measurement grids", "training": "training grids",
+    "claim": "published claims the study checks (estibench reproduce)",
 }
 _GRID = {"name": "label", "problems": "problem specs", "estimators": "estimator specs",
          "num_samples": "samples per estimate", "seeds": "seeds", "replicates": "R override",
@@ -396,6 +399,12 @@ def parse_study(text: str, path: str = "<string>") -> Study:
         path=path,
         **study,
     )
+    specs: dict[str, dict[str, str]] = {"estimators": {}, "problems": {}}
+    for grid in [*result.grids, *result.training]:
+        for key in specs:
+            specs[key].update({spec: spec for spec in grid[key]})
+    kinds = tuple(kind for kind, tables in (("measure", grids), ("train", training)) if tables)
+    result.claims = parse_claims(check, document, specs["estimators"], specs["problems"], kinds)
     cells, skipped = result.expand()
     if not cells:
         reasons = "; ".join(sorted({s.reason for s in skipped}))

@@ -14,6 +14,7 @@ from problems import (  # noqa: F401  (importing registers)
     categorical_linear,
     counts,
     permutations,
+    polynomial,
     real,
     subsets,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import claims as claims_module
 from reports import figures as fig_module
 from reports import tables as tab_module
 from reports.frames import BIAS_ALPHA, ZERO_VARIANCE, aggregate, prepare
@@ -184,6 +185,20 @@ def _comparison_page(baseline: str | Path, directory: str | Path, out: Path,
     return written + [path]
 
 
+def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame) -> list:
+    """The verdicts on the claims of the study file the store was run with (none when it has
+    no ``[[claim]]`` or no longer parses)."""
+    from harness.study import StudyError, parse_study
+
+    try:
+        claims = parse_study(info.get("source", ""), info["name"]).claims
+    except StudyError:
+        return []
+    labels = dict(zip(frame.estimator, frame.estimator_label))
+    labels.update(zip(train.estimator, train.estimator_label))
+    return claims_module.verdicts(claims, frame, train, labels)
+
+
 def build_report(directory: str | Path, out: str | Path | None = None,
                  formats: str | tuple = DEFAULT_FORMATS,
                  baseline: str | Path | None = None) -> list[Path]:
@@ -241,12 +256,16 @@ def build_report(directory: str | Path, out: str | Path | None = None,
                         "png": base64.b64encode(png).decode("ascii")})
         fig_module.plt.close(result)
 
+    verdicts = _verdicts(info, frame, train)
     if "md" in formats:
         path = out / "tables.md"
         text = tab_module.markdown(tables) or "No successful measurements.\n"
         if final_tables:
             text += "\n## Final metrics of the training runs\n\n" + tab_module.markdown(
                 final_tables)
+        if verdicts:
+            text += "\n## Reproductions\n\n" + claims_module.markdown(
+                [(info["name"], v) for v in verdicts])
         path.write_text(f"# {info['name']}: estimators per problem\n\n" + text)
         written.append(path)
     if "latex" in formats:
@@ -269,7 +288,11 @@ def build_report(directory: str | Path, out: str | Path | None = None,
             tables=tables, final_tables=final_tables, figures=figures, cells=_cells(cells),
             skipped=_skipped(skipped), provenance=_provenance(frame, train, info),
             source=info.get("source", ""), css=Markup(CSS),
-            compared=baseline is not None)
+            compared=baseline is not None,
+            reproductions=[{"claim": v.claim.claim, "source": v.claim.source,
+                            "published": v.claim.published, "measured": v.measured(),
+                            "verdict": v.verdict, "detail": v.detail,
+                            "scale": v.claim.scale or "—"} for v in verdicts])
         path = out / "index.html"
         path.write_text(page, encoding="utf-8")
         written.append(path)
