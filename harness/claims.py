@@ -22,14 +22,10 @@ has several. ``scale`` says how the study's scale compares with the paper's.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
-RULES = ("better", "at-most", "at-least", "within")
-DIRECTIONS = ("lower", "higher")
-AT = ("final", "mean")
-DEFAULT_ALPHA = 0.05
+from reports.claimfile import AT, DEFAULT_ALPHA, DIRECTIONS, RULES, Claim
 
 _KEYS = {
     "name": "short name", "claim": "the claim in one sentence", "source": "authors, year, "
@@ -42,27 +38,6 @@ _KEYS = {
     "the paper's",
 }
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    name: str
-    claim: str
-    source: str
-    published: str
-    metric: str
-    rule: str
-    estimators: tuple[str, ...]
-    kind: str = "train"  # "measure": the [[grid]] cells; "train": the [[training]] runs
-    than: tuple[str, ...] = ()
-    direction: str = "lower"
-    value: float | None = None
-    tolerance: float | None = None
-    alpha: float = DEFAULT_ALPHA
-    problem: str | None = None
-    num_samples: int | None = None
-    at: str = "final"
-    scale: str = ""
 
 
 def parse_claims(check, document: dict, estimators: dict[str, str],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import claimfile
 from reports import claims as claims_module
 from reports import figures as fig_module
 from reports import tables as tab_module
@@ -185,17 +186,39 @@ def _comparison_page(baseline: str | Path, directory: str | Path, out: Path,
     return written + [path]
 
 
-def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame) -> list:
-    """The verdicts on the claims of the study file the store was run with (none when it has
-    no ``[[claim]]`` or no longer parses)."""
-    from harness.study import StudyError, parse_study
+def _spec_parts(spec: str) -> tuple[str, frozenset]:
+    """(name, {(option, value)}) of a spec string, numbers compared as numbers."""
+    name, _, rest = spec.partition(":")
+    items = set()
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        try:
+            items.add((key, float(value)))
+        except ValueError:
+            items.add((key, value))
+    return name, frozenset(items)
 
-    try:
-        claims = parse_study(info.get("source", ""), info["name"]).claims
-    except StudyError:
-        return []
+
+def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame) -> list:
+    """The verdicts on the claims of the study text the store holds (none without a
+    ``[[claim]]``). A claim names estimators and problems as the study file writes them; it
+    names the store's spec whose label (the options not at their defaults) it spells out, in
+    any order, adding none that the spec lacks."""
     labels = dict(zip(frame.estimator, frame.estimator_label))
     labels.update(zip(train.estimator, train.estimator_label))
+    for data in (frame, train):
+        if "problem_label" in data:
+            labels.update(zip(data.problem, data.problem_label))
+    parts = [(_spec_parts(spec), _spec_parts(label), spec) for spec, label in labels.items()]
+
+    def resolve(spelled: str) -> str:
+        name, items = _spec_parts(spelled)
+        for (spec_name, spec_items), (_, label_items), spec in parts:
+            if spec_name == name and label_items <= items <= spec_items:
+                return spec
+        return spelled
+
+    claims = claimfile.claims_from_source(info.get("source") or "", resolve)
     return claims_module.verdicts(claims, frame, train, labels)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.claims import Claim
+from reports.claimfile import Claim
 from reports.compare import welch
 from reports.units import number
 
@@ -42,8 +42,11 @@ class Verdict:
             elif len(values) == 1:
                 parts.append(f"{label}: {number(values[0])} (1 seed)")
             else:
-                se = values.std(ddof=1) / math.sqrt(len(values))
-                parts.append(f"{label}: {number(values.mean())} ± {number(se, 2)} "
+                mean, se = values.mean(), values.std(ddof=1) / math.sqrt(len(values))
+                # enough figures that the mean shows the standard error's first two
+                digits = 3 if not (se > 0 and mean != 0) else \
+                    min(8, max(3, math.ceil(math.log10(abs(mean) / se)) + 2))
+                parts.append(f"{label}: {number(mean, digits)} ± {number(se, 2)} "
                              f"({len(values)} seeds)")
         return "; ".join(parts)
 
@@ -110,13 +113,13 @@ def verdict(claim: Claim, frame: pd.DataFrame, labels: dict[str, str] | None = N
         return Verdict(claim, FAILS if failures else HOLDS, values, labels, detail)
     if claim.rule == "within":
         bad = [s for s in claim.estimators if abs(means[s] - claim.value) > claim.tolerance]
-        detail = f"mean within {number(claim.value)} ± {number(claim.tolerance)}"
+        detail = f"mean within {claim.value:.6g} ± {claim.tolerance:.6g}"
     elif claim.rule == "at-most":
         bad = [s for s in claim.estimators if not means[s] <= claim.value]
-        detail = f"mean ≤ {number(claim.value)}"
+        detail = f"mean ≤ {claim.value:.6g}"
     else:
         bad = [s for s in claim.estimators if not means[s] >= claim.value]
-        detail = f"mean ≥ {number(claim.value)}"
+        detail = f"mean ≥ {claim.value:.6g}"
     if bad:
         detail += "; not met by " + ", ".join(labels.get(s, s) for s in bad)
     return Verdict(claim, FAILS if bad else HOLDS, values, labels, detail)
