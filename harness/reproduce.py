@@ -95,7 +95,7 @@ def reproduce(chosen: dict[str, Path], out: str | Path, *, budget_minutes: float
     out.mkdir(parents=True, exist_ok=True)
     table = out / "reproductions.md"
     table.write_text("# Published claims, reproduced by estibench\n\n"
-                     f"`estibench reproduce --out {out.name}`; each paper's report is "
+                     f"`estibench reproduce --out {out}`; each paper's report is "
                      "`<paper>/report/index.html`.\n\n" + claims_module.markdown(rows))
     counts = {}
     for _, verdict in rows:
