@@ -11,6 +11,7 @@ CI on two cores.
 PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "bernoulli-toy": ["bernoulli-toy", "bernoulli-toy:dim=3,target=0.499,logit=0.5"],
     "categorical-linear": ["categorical-linear:k=5", "categorical-linear:k=12,seed=3"],
+    "polynomial": ["polynomial:dim=3,power=1.5", "polynomial:dim=2,power=3.0,target=0.7,seed=1"],
     "subset-linear": ["subset-linear:n=6,k=2", "subset-linear:n=5,k=5,seed=1"],
     "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
     "exactk-linear": ["exactk-linear:n=6,k=2", "exactk-linear:n=5,k=5,seed=1"],
