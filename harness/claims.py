@@ -40,14 +40,16 @@ _KEYS = {
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def parse_claims(check, document: dict, estimators: dict[str, str],
-                 problems: dict[str, str], kinds: tuple[str, ...]) -> list[Claim]:
+def parse_claims(check, document: dict, estimators: set[str], problems: set[str],
+                 kinds: tuple[str, ...]) -> list[Claim]:
     """The checked ``[[claim]]`` tables of a study document (``check``: the study's checker,
-    whose complaints name the key and line). ``estimators`` and ``problems`` map each spec the
-    study's grids run to itself, and ``canonical(spec)`` resolves another spelling of it: a claim
-    names only what the study runs, and is stored with the grids' specs. ``kinds``: those the
-    study has ("measure" for [[grid]], "train" for [[training]]); with one, ``kind`` defaults to
-    it."""
+    whose complaints name the key and line). ``estimators`` and ``problems``: the specs the
+    study's grids run (canonical); a claim names only those, in any spelling the registry
+    reads, and is stored with the grids' specs. ``kinds``: those the study has ("measure" for
+    [[grid]], "train" for [[training]]); with one, ``kind`` defaults to it."""
+    from estimators import ESTIMATORS
+    from problems import PROBLEMS
+
     tables = document.get("claim", [])
     if not isinstance(tables, list):
         raise check.fail("claim", f"expected an array of tables ([[claim]]), got {tables!r}")
@@ -76,7 +78,7 @@ def parse_claims(check, document: dict, estimators: dict[str, str],
 
         def specs(key: str) -> tuple[str, ...]:
             values = check.listed(table.get(key, []), f"{where}.{key}", check.string)
-            return tuple(_known(check, estimators, value, f"{where}.{key}", "an estimator")
+            return tuple(_known(check, ESTIMATORS, estimators, value, f"{where}.{key}")
                          for value in values)
 
         options: dict[str, Any] = {}
@@ -103,8 +105,9 @@ def parse_claims(check, document: dict, estimators: dict[str, str],
         claims.append(Claim(
             name=name, published=str(published), rule=rule, estimators=specs("estimators"),
             kind=_kind(check, table, where, kinds),
-            problem=_known(check, problems, check.string(table["problem"], f"{where}.problem"),
-                           f"{where}.problem", "a problem") if "problem" in table else None,
+            problem=_known(check, PROBLEMS, problems,
+                           check.string(table["problem"], f"{where}.problem"), f"{where}.problem")
+            if "problem" in table else None,
             num_samples=check.integer(table["num_samples"], f"{where}.num_samples", 1)
             if "num_samples" in table else None,
             at=check.string(table.get("at", "final"), f"{where}.at", AT),
@@ -113,22 +116,18 @@ def parse_claims(check, document: dict, estimators: dict[str, str],
     return claims
 
 
-def _known(check, specs: dict[str, str], value: str, where: str, what: str) -> str:
-    """The grids' spec of ``value`` (``specs``: any spelling the registry reads -> the grids'
-    spec, filled by the caller with each grid's spec and its canonical form)."""
-    from estimators import ESTIMATORS
-    from problems import PROBLEMS
-
-    registry = ESTIMATORS if what == "an estimator" else PROBLEMS
+def _known(check, registry, specs: set[str], value: str, where: str) -> str:
+    """The grids' spec (one of ``specs``) that ``value`` spells, itself or canonically."""
     try:
         canonical = registry.make(value).spec
     except Exception:  # noqa: BLE001 - an unknown name or option: one message below
         canonical = None
     for spelling in (value, canonical):
         if spelling in specs:
-            return specs[spelling]
+            return spelling
+    what = "an estimator" if registry.kind == "estimator" else "a problem"
     raise check.fail(where, f"{value!r} is not {what} of this study's grids; they run: "
-                     f"{', '.join(sorted(set(specs.values())))}")
+                     f"{', '.join(sorted(specs))}")
 
 
 def _kind(check, table: dict, where: str, kinds: tuple[str, ...]) -> str:

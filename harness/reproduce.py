@@ -88,8 +88,8 @@ def reproduce(chosen: dict[str, Path], out: str | Path, *, budget_minutes: float
         write(summary.line(study.name, directory) + f" ({time.monotonic() - begun:.0f} s)")
         build_report(directory, directory / "report")
         frame, train = load(directory), load(directory, "train")
-        labels = {**load_labels(directory)}
-        for verdict in claims_module.verdicts(study.claims, frame, train, labels):
+        for verdict in claims_module.verdicts(study.claims, frame, train,
+                                              load_labels(directory)):
             write(f"  {verdict.claim.name}: {verdict.verdict} ({verdict.detail})")
             rows.append((name, verdict))
     out.mkdir(parents=True, exist_ok=True)

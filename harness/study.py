@@ -399,12 +399,10 @@ def parse_study(text: str, path: str = "<string>") -> Study:
         path=path,
         **study,
     )
-    specs: dict[str, dict[str, str]] = {"estimators": {}, "problems": {}}
-    for grid in [*result.grids, *result.training]:
-        for key in specs:
-            specs[key].update({spec: spec for spec in grid[key]})
+    every = [*result.grids, *result.training]
     kinds = tuple(kind for kind, tables in (("measure", grids), ("train", training)) if tables)
-    result.claims = parse_claims(check, document, specs["estimators"], specs["problems"], kinds)
+    result.claims = parse_claims(check, document, {s for g in every for s in g["estimators"]},
+                                 {s for g in every for s in g["problems"]}, kinds)
     cells, skipped = result.expand()
     if not cells:
         reasons = "; ".join(sorted({s.reason for s in skipped}))

@@ -14,7 +14,7 @@ from reports import claimfile
 from reports import claims as claims_module
 from reports import figures as fig_module
 from reports import tables as tab_module
-from reports.frames import BIAS_ALPHA, ZERO_VARIANCE, aggregate, prepare
+from reports.frames import BIAS_ALPHA, ZERO_VARIANCE, aggregate, prepare, split_spec
 from reports.read import load, load_skipped, study_info
 from reports.units import number
 
@@ -187,11 +187,11 @@ def _comparison_page(baseline: str | Path, directory: str | Path, out: Path,
 
 
 def _spec_parts(spec: str) -> tuple[str, frozenset]:
-    """(name, {(option, value)}) of a spec string, numbers compared as numbers."""
-    name, _, rest = spec.partition(":")
+    """(name, {(option, value)}) of a spec string (``frames.split_spec``), numbers compared as
+    numbers."""
+    name, options = split_spec(spec)
     items = set()
-    for part in filter(None, rest.split(",")):
-        key, _, value = part.partition("=")
+    for key, value in options.items():
         try:
             items.add((key, float(value)))
         except ValueError:

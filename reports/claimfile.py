@@ -39,6 +39,11 @@ class Claim:
     at: str = "final"
     scale: str = ""
 
+    @property
+    def named(self) -> tuple[str, ...]:
+        """Every estimator the claim reads: ``estimators``, then ``than``."""
+        return (*self.estimators, *self.than)
+
 
 
 def claims_from_source(source: str, resolve: Callable[[str], str]) -> list[Claim]:

@@ -34,7 +34,7 @@ class Verdict:
     def measured(self) -> str:
         """Each estimator's mean ± standard error over seeds (the s.e. needs two seeds)."""
         parts = []
-        for spec in (*self.claim.estimators, *self.claim.than):
+        for spec in self.claim.named:
             values = self.values.get(spec, np.array([]))
             label = self.labels.get(spec, spec)
             if not len(values):
@@ -60,7 +60,7 @@ def _values(claim: Claim, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     if claim.num_samples is not None:
         data = data[data.num_samples == claim.num_samples]
     found = {}
-    for spec in (*claim.estimators, *claim.than):
+    for spec in claim.named:
         rows = data[data.estimator == spec]
         if claim.kind == "train":
             rows = rows.dropna(subset=["step"]).sort_values("step")
@@ -86,7 +86,7 @@ def verdict(claim: Claim, frame: pd.DataFrame, labels: dict[str, str] | None = N
     """Decide ``claim`` from the store's frame (``reports.read.load`` of its kind)."""
     values = _values(claim, frame)
     labels = labels or {}
-    missing = [s for s in (*claim.estimators, *claim.than) if not len(values.get(s, []))]
+    missing = [s for s in claim.named if not len(values.get(s, []))]
     if missing:
         names = ", ".join(labels.get(s, s) for s in missing)
         return Verdict(claim, NOT_RUN, values, labels, f"no finished run of {names}")
