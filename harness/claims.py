@@ -14,7 +14,7 @@ A claim says what a paper reports and how the study's store decides it:
     the mean over seeds of each listed estimator is within ``tolerance`` of ``value``.
 
 The metric is a column of the store: of a measurement cell (``variance``, ``bias_norm``, ...),
-or of a training run's evaluations (``objective``, ``gradient_variance``, a task's metric such as
+of a sampling cell (``total_variation``, ...), or of a training run's evaluations (``objective``, ``gradient_variance``, a task's metric such as
 ``fully_correct``), taken at the run's last evaluation (``at = "final"``) or averaged over its
 evaluations (``at = "mean"``). ``problem`` and ``num_samples`` select the cells when the study
 has several. ``scale`` says how the study's scale compares with the paper's.
@@ -34,7 +34,7 @@ _KEYS = {
     "estimators they beat", "direction": "rule better: lower or higher is better", "value":
     "bound or value", "tolerance": "rule within", "alpha": "rule better: false-alarm rate",
     "problem": "problem spec the claim reads", "num_samples": "samples per estimate",
-    "at": "training: final or mean", "kind": "measure or train", "scale": "our scale against "
+    "at": "training: final or mean", "kind": "measure, train or sample", "scale": "our scale against "
     "the paper's",
 }
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -46,7 +46,8 @@ def parse_claims(check, document: dict, estimators: set[str], problems: set[str]
     whose complaints name the key and line). ``estimators`` and ``problems``: the specs the
     study's grids run (canonical); a claim names only those, in any spelling the registry
     reads, and is stored with the grids' specs. ``kinds``: those the study has ("measure" for
-    [[grid]], "train" for [[training]]); with one, ``kind`` defaults to it."""
+    [[grid]], "train" for [[training]], "sample" for [[sampling]]); with one, ``kind``
+    defaults to it."""
     from estimators import ESTIMATORS
     from problems import PROBLEMS
 
@@ -130,14 +131,18 @@ def _known(check, registry, specs: set[str], value: str, where: str) -> str:
                      f"{', '.join(sorted(specs))}")
 
 
+_KIND_TABLES = {"measure": "[[grid]]", "train": "[[training]]", "sample": "[[sampling]]"}
+
+
 def _kind(check, table: dict, where: str, kinds: tuple[str, ...]) -> str:
     if "kind" not in table:
         if len(kinds) > 1:
-            raise check.fail(f"{where}.kind", "missing: the study has [[grid]] and [[training]] "
-                             "tables; say which the claim reads (measure or train)")
+            raise check.fail(f"{where}.kind", "missing: the study has "
+                             + " and ".join(_KIND_TABLES[k] for k in kinds)
+                             + " tables; say which the claim reads ("
+                             + ", ".join(kinds) + ")")
         return kinds[0]
-    kind = check.string(table["kind"], f"{where}.kind", ("measure", "train"))
+    kind = check.string(table["kind"], f"{where}.kind", tuple(_KIND_TABLES))
     if kind not in kinds:
-        table_name = "[[grid]]" if kind == "measure" else "[[training]]"
-        raise check.fail(f"{where}.kind", f"the study has no {table_name} table")
+        raise check.fail(f"{where}.kind", f"the study has no {_KIND_TABLES[kind]} table")
     return kind

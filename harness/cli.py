@@ -173,9 +173,10 @@ def command_study_validate(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     cells, skipped = study.expand()
-    kinds = {kind: sum(c.kind == kind for c in cells) for kind in ("measure", "train")}
+    kinds = {kind: sum(c.kind == kind for c in cells) for kind in ("measure", "train", "sample")}
+    sampled = f", {kinds['sample']} sample distributions" if kinds["sample"] else ""
     print(f"{args.file}: study {study.name!r} is valid: {len(cells)} cells "
-          f"({kinds['measure']} measurements, {kinds['train']} training runs)")
+          f"({kinds['measure']} measurements, {kinds['train']} training runs{sampled})")
     if skipped:
         print(f"{len(skipped)} pairs skipped:")
         for s in skipped:

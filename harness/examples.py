@@ -14,6 +14,7 @@ PROBLEM_EXAMPLES: dict[str, list[str]] = {
     "polynomial": ["polynomial:dim=3,power=1.5", "polynomial:dim=2,power=3.0,target=0.7,seed=1"],
     "subset-linear": ["subset-linear:n=6,k=2", "subset-linear:n=5,k=5,seed=1"],
     "subset-quadratic": ["subset-quadratic:n=7,k=3,seed=2", "subset-quadratic:n=4,k=1"],
+    "subset-graded": ["subset-graded", "subset-graded:n=6,k=3"],
     "exactk-linear": ["exactk-linear:n=6,k=2", "exactk-linear:n=5,k=5,seed=1"],
     "exactk-quadratic": ["exactk-quadratic:n=7,k=3,seed=2"],
     "permutation-assignment": ["permutation-assignment:n=4", "permutation-assignment:n=5,seed=2"],

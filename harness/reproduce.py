@@ -89,7 +89,8 @@ def reproduce(chosen: dict[str, Path], out: str | Path, *, budget_minutes: float
         build_report(directory, directory / "report")
         frame, train = load(directory), load(directory, "train")
         for verdict in claims_module.verdicts(study.claims, frame, train,
-                                              load_labels(directory)):
+                                              load_labels(directory),
+                                              load(directory, "sample")):
             write(f"  {verdict.claim.name}: {verdict.verdict} ({verdict.detail})")
             rows.append((name, verdict))
     out.mkdir(parents=True, exist_ok=True)

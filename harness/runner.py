@@ -74,6 +74,13 @@ def run_cell(job: CellJob) -> dict:
                     memory_budget=job.memory_budget, reference_seed=job.reference_seed,
                     reference=reference, samples=samples,
                 )
+            elif cell.kind == "sample":
+                from harness.sampling import sample_distance
+
+                record = sample_distance(
+                    cell.problem, cell.estimator, samples=cell.num_samples,
+                    seed=cell.cell_seed, device=cell.setting("device"),
+                    dtype=cell.setting("dtype"))
             else:
                 from harness.training import train
 

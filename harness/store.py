@@ -298,16 +298,17 @@ def export(directory: str | Path, fmt: str, out: str | Path | None = None) -> li
     out = Path(out) if out is not None else Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for kind in ("measure", "train"):
+    names = {"measure": "results", "train": "training", "sample": "sampling"}
+    for kind, name in names.items():
         frame = load(directory, kind)
-        if kind == "train" and frame.empty:
+        if kind != "measure" and frame.empty:
             continue
         for column in frame.columns:
             if frame[column].map(lambda v: isinstance(v, (list, dict))).any():
                 frame[column] = frame[column].map(
                     lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v
                 )
-        target = out / f"{'results' if kind == 'measure' else 'training'}.{fmt}"
+        target = out / f"{name}.{fmt}"
         if fmt == "csv":
             frame.to_csv(target, index=False)
         else:

@@ -29,6 +29,13 @@ A study file looks like this (every key but ``name`` and the grids' ``problems``
     variance_replicates = 100       # R for the gradient variance at an evaluation
     seeds = [0, 1, 2]
 
+    [[sampling]]                    # distributions of relaxed samples (harness.sampling)
+    problems = ["subset-graded:n=4,k=2"]
+    estimators = ["relaxed-topk"]   # relaxations only
+    samples = 10000                 # relaxed samples drawn per cell
+    seeds = [0, 1, 2]
+    sweep = { temperature = [0.1, 1.0, 10.0] }
+
 ``load_study`` checks everything and returns a :class:`Study`; a mistake raises
 :class:`StudyError` with the file, the key path (``grid[0].num_samples[1]``) and, where the key
 can be found in the text, its line. ``Study.cells()`` expands the grids; a pair the estimator
@@ -74,12 +81,13 @@ TIMING_FIELDS = ("time_per_estimate_s", "peak_memory_bytes", "peak_memory_method
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One unit of work: a measurement or a training run, with everything that defines it."""
+    """One unit of work: a measurement, a training run or a sample distribution, with
+    everything that defines it."""
 
-    kind: str  # "measure" or "train"
+    kind: str  # "measure", "train" or "sample"
     problem: str  # canonical spec
     estimator: str  # canonical spec
-    num_samples: int
+    num_samples: int  # samples per estimate; of a "sample" cell: the samples drawn
     seed: int  # the grid's seed (the cell's generator seed is ``cell_seed``)
     settings: tuple[tuple[str, Any], ...]  # replicates, device, dtype, optimiser, ...
     study_seed: int = 0
@@ -129,12 +137,14 @@ class Study:
     source: str = ""  # the file's text
     path: str = "<string>"
     claims: list = dataclasses.field(default_factory=list)  # harness.claims.Claim
+    sampling: list[dict] = dataclasses.field(default_factory=list)
 
     def expand(self) -> tuple[list[Cell], list[Skipped]]:
         """Every cell of every grid, in file order, duplicates removed; and the skipped pairs."""
         cells: dict[str, Cell] = {}
         skipped: dict[tuple, Skipped] = {}
-        for kind, grids in (("measure", self.grids), ("train", self.training)):
+        for kind, grids in (("measure", self.grids), ("train", self.training),
+                            ("sample", self.sampling)):
             for grid in grids:
                 for problem, estimator in itertools.product(grid["problems"], grid["estimators"]):
                     reason = grid["incompatible"].get((problem, estimator))
@@ -245,6 +255,7 @@ _TOP = {
     "replicates": "R per measurement", "threads": "torch threads per cell",
     "timing": "time one estimate", "memory": "peak memory of one estimate",
     "grid": "measurement grids", "training": "training grids",
+    "sampling": "distributions of relaxed samples",
     "claim": "published claims the study checks (estibench reproduce)",
 }
 _GRID = {"name": "label", "problems": "problem specs", "estimators": "estimator specs",
@@ -254,6 +265,11 @@ _TRAINING = {**_GRID, "optimizer": "adam or sgd", "learning_rate": "step size",
              "steps": "optimisation steps", "eval_every": "evaluation interval",
              "variance_replicates": "R at each evaluation"}
 del _TRAINING["replicates"]
+_SAMPLING = {"name": "label", "problems": "problem specs (enumerable)", "estimators":
+             "relaxations", "samples": "relaxed samples per cell", "seeds": "seeds",
+             "sweep": "estimator options to sweep"}
+_TABLES = {"measure": ("grid", _GRID), "train": ("training", _TRAINING),
+           "sample": ("sampling", _SAMPLING)}
 
 
 def _registry_make(check: _Checker, registry, value: Any, where: str):
@@ -293,10 +309,11 @@ def _swept_estimators(check: _Checker, estimators: list, sweep: Any, where: str)
     return list(expanded.values())
 
 
-def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) -> dict:
+def _grid(check: _Checker, table: Any, where: str, study: dict, kind: str) -> dict:
+    key, allowed = _TABLES[kind]
     if not isinstance(table, dict):
-        raise check.fail(where, "expected a table ([[grid]] or [[training]])")
-    check.keys(table, f"{where}.", _TRAINING if training else _GRID)
+        raise check.fail(where, f"expected a table ([[{key}]])")
+    check.keys(table, f"{where}.", allowed)
     for required in ("problems", "estimators"):
         if required not in table:
             raise check.fail(f"{where}.{required}", "missing: every grid lists its "
@@ -310,12 +327,15 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
     built = _swept_estimators(check, built, table.get("sweep", {}), f"{where}.sweep")
     estimators = [estimator.spec for estimator in built]
     built_estimators = {estimator.spec: estimator for estimator in built}
-    num_samples = check.listed(table.get("num_samples", [1]), f"{where}.num_samples",
-                               lambda v, w: check.integer(v, w, 1))
+    if kind == "sample":
+        num_samples = [check.integer(table.get("samples", 10_000), f"{where}.samples", 1)]
+    else:
+        num_samples = check.listed(table.get("num_samples", [1]), f"{where}.num_samples",
+                                   lambda v, w: check.integer(v, w, 1))
     seeds = check.listed(table.get("seeds", [0]), f"{where}.seeds",
                          lambda v, w: check.integer(v, w, 0))
     settings: dict[str, Any] = {"device": study["device"], "dtype": study["dtype"]}
-    if training:
+    if kind == "train":
         settings.update(
             optimizer=check.string(table.get("optimizer", "adam"), f"{where}.optimizer",
                                    tuple(OPTIMIZERS)),
@@ -326,22 +346,38 @@ def _grid(check: _Checker, table: Any, where: str, study: dict, training: bool) 
             variance_replicates=check.integer(table.get("variance_replicates", 100),
                                               f"{where}.variance_replicates", 2),
         )
-    else:
+    elif kind == "measure":
         settings["replicates"] = check.integer(table.get("replicates", study["replicates"]),
                                                f"{where}.replicates", 2)
     incompatible = {}
     for problem, estimator in itertools.product(problems, estimators):
         reason = incompatibility(built_problems[problem], built_estimators[estimator])
+        if reason is None and kind == "sample":
+            reason = _unsampleable(built_problems[problem], built_estimators[estimator])
         if reason is not None:
             incompatible[(problem, estimator)] = reason
     if len(incompatible) == len(problems) * len(estimators):
         raise check.fail(where, "empty grid: no estimator of this grid can run on any of its "
                          "problems (" + next(iter(incompatible.values())) + ")")
+    if kind == "sample":  # the samples of a cell are drawn one by one: no per-estimate bounds
+        fewest, most = dict.fromkeys(built_estimators, 1), {}
+    else:
+        fewest = {spec: e.min_samples() for spec, e in built_estimators.items()}
+        most = _most_samples(built_problems, built_estimators, incompatible)
     return {"name": table.get("name", ""), "problems": problems, "estimators": estimators,
             "num_samples": num_samples, "seeds": seeds, "settings": settings,
-            "incompatible": incompatible,
-            "fewest": {spec: e.min_samples() for spec, e in built_estimators.items()},
-            "most": _most_samples(built_problems, built_estimators, incompatible)}
+            "incompatible": incompatible, "fewest": fewest, "most": most}
+
+
+def _unsampleable(problem, estimator) -> str | None:
+    """Why a [[sampling]] pair cannot run (``harness.sampling``), or None."""
+    from estimators.relaxation import Relaxation
+
+    if not isinstance(estimator, Relaxation):
+        return f"{estimator.spec} draws no relaxed samples (not a relaxation)"
+    if not problem.info.enumerable:
+        return f"{problem.spec} has no enumerable support to compare the samples with"
+    return None
 
 
 def _most_samples(problems: dict, estimators: dict, incompatible: dict) -> dict:
@@ -378,29 +414,32 @@ def parse_study(text: str, path: str = "<string>") -> Study:
     }
     if not re.fullmatch(r"cpu|cuda(:\d+)?", study["device"]):
         raise check.fail("device", f"expected cpu, cuda or cuda:N, got {study['device']!r}")
-    grids = document.get("grid", [])
-    training = document.get("training", [])
-    for key, value in (("grid", grids), ("training", training)):
-        if not isinstance(value, list):
-            raise check.fail(key, f"expected an array of tables ([[{key}]]), got {value!r}")
-    if not grids and not training:
-        raise check.fail("grid", "the study has no [[grid]] and no [[training]] table: "
-                         "nothing to run")
+    tables = {}
+    for kind, (key, _) in _TABLES.items():
+        tables[kind] = document.get(key, [])
+        if not isinstance(tables[kind], list):
+            raise check.fail(key, f"expected an array of tables ([[{key}]]), got "
+                             f"{tables[kind]!r}")
+    if not any(tables.values()):
+        raise check.fail("grid", "the study has no [[grid]], [[training]] or [[sampling]] "
+                         "table: nothing to run")
+    built = {kind: [_grid(check, g, f"{_TABLES[kind][0]}[{i}]", study, kind)
+                    for i, g in enumerate(given)] for kind, given in tables.items()}
     result = Study(
         name=name,
         seed=check.integer(document.get("seed", 0), "seed", 0),
         threads=check.integer(document.get("threads", 1), "threads", 1),
         timing=check.boolean(document.get("timing", True), "timing"),
         memory=check.boolean(document.get("memory", True), "memory"),
-        grids=[_grid(check, g, f"grid[{i}]", study, False) for i, g in enumerate(grids)],
-        training=[_grid(check, g, f"training[{i}]", study, True)
-                  for i, g in enumerate(training)],
+        grids=built["measure"],
+        training=built["train"],
+        sampling=built["sample"],
         source=text,
         path=path,
         **study,
     )
-    every = [*result.grids, *result.training]
-    kinds = tuple(kind for kind, tables in (("measure", grids), ("train", training)) if tables)
+    every = [grid for grids in built.values() for grid in grids]
+    kinds = tuple(kind for kind, given in tables.items() if given)
     result.claims = parse_claims(check, document, {s for g in every for s in g["estimators"]},
                                  {s for g in every for s in g["problems"]}, kinds)
     cells, skipped = result.expand()

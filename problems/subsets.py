@@ -112,6 +112,40 @@ class SubsetQuadratic(SubsetProblem):
         return {**super().config(), "target": self.target.tolist()}
 
 
+@register
+class SubsetGraded(SubsetProblem):
+    """Xie & Ermon 2019's synthetic check (§5.1): item weights w_i ∝ i, i = 1..n (n = 4:
+    0.1, 0.2, 0.3, 0.4), so θ = log w, and f(z) = w·z. Nothing is random: the problem is the
+    same for every seed, and the distribution of its samples is compared with the exact one
+    (``[[sampling]]`` study tables)."""
+
+    info = ProblemInfo(
+        name="subset-graded",
+        description="A k-subset of n items with weights w_i ∝ i (Xie & Ermon 2019's synthetic "
+        "check), f(z) = w·z; exact for n <= 16.",
+        family="subset", exact=True, relaxable=True, enumerable=True,
+        options=(Option("n", 4, doc="number of items", check=at_least(2)),
+                 Option("k", 2, doc="subset size, 1 <= k <= n", check=at_least(1))),
+        references="Xie & Ermon 2019",
+    )
+
+    def __init__(self, **options) -> None:
+        Problem.__init__(self, **options)
+        if self.k > self.n:
+            raise SpecError(f"subset-graded needs k <= n, got n={self.n}, k={self.k}")
+        exact = enumerable_subsets(self.n, self.k)
+        self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
+        grades = torch.arange(1, self.n + 1, dtype=torch.float64)
+        self.weights = grades / grades.sum()
+        self.logits = self.weights.log().requires_grad_(True)
+
+    def objective(self, z: Tensor) -> Tensor:
+        return (z * self.weights).sum(-1)
+
+    def config(self) -> dict:
+        return {**super().config(), "weights": self.weights.tolist()}
+
+
 # -- the exact-k family ------------------------------------------------------------------------
 
 

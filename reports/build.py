@@ -90,7 +90,7 @@ def _cells(frame: pd.DataFrame) -> list[dict]:
         return []
     frame = frame.sort_values(["kind", "problem_label", "estimator_label", "num_samples", "seed"],
                               kind="stable")
-    kinds = {"measure": "measurement", "train": "training"}
+    kinds = {"measure": "measurement", "train": "training", "sample": "sampling"}
     cells = []
     for _, row in frame.iterrows():
         ok = row.status == "ok"
@@ -199,14 +199,16 @@ def _spec_parts(spec: str) -> tuple[str, frozenset]:
     return name, frozenset(items)
 
 
-def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame) -> list:
+def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame,
+              sample: pd.DataFrame) -> list:
     """The verdicts on the claims of the study text the store holds (none without a
     ``[[claim]]``). A claim names estimators and problems as the study file writes them; it
     names the store's spec whose label (the options not at their defaults) it spells out, in
     any order, adding none that the spec lacks."""
     labels = dict(zip(frame.estimator, frame.estimator_label))
-    labels.update(zip(train.estimator, train.estimator_label))
-    for data in (frame, train):
+    for data in (train, sample):
+        labels.update(zip(data.estimator, data.estimator_label))
+    for data in (frame, train, sample):
         if "problem_label" in data:
             labels.update(zip(data.problem, data.problem_label))
     parts = [(_spec_parts(spec), _spec_parts(label), spec) for spec, label in labels.items()]
@@ -219,7 +221,7 @@ def _verdicts(info: dict, frame: pd.DataFrame, train: pd.DataFrame) -> list:
         return spelled
 
     claims = claimfile.claims_from_source(info.get("source") or "", resolve)
-    return claims_module.verdicts(claims, frame, train, labels)
+    return claims_module.verdicts(claims, frame, train, labels, sample)
 
 
 def build_report(directory: str | Path, out: str | Path | None = None,
@@ -235,15 +237,17 @@ def build_report(directory: str | Path, out: str | Path | None = None,
         study_info(baseline)
     out.mkdir(parents=True, exist_ok=True)
     frame, train, skipped = load(directory), load(directory, "train"), load_skipped(directory)
+    sample = load(directory, "sample")
     ok = prepare(frame)
     agg = aggregate(ok) if not ok.empty else pd.DataFrame()
     tables = tab_module.build_tables(agg)
     final_tables = tab_module.final_metrics(train)
+    sample_tables = tab_module.sampling_tables(sample)
     colours = fig_module.palette(pd.concat([frame.estimator_label, train.estimator_label]))
 
     written: list[Path] = []
     notes: list[str] = []
-    if ok.empty:
+    if ok.empty and (len(frame) or (train.empty and sample.empty)):
         notes.append("No successful measurements in this store: no tables and no "
                      "measurement figures.")
     failed = frame[frame.status == "failed"] if not frame.empty else frame
@@ -279,13 +283,17 @@ def build_report(directory: str | Path, out: str | Path | None = None,
                         "png": base64.b64encode(png).decode("ascii")})
         fig_module.plt.close(result)
 
-    verdicts = _verdicts(info, frame, train)
+    verdicts = _verdicts(info, frame, train, sample)
     if "md" in formats:
         path = out / "tables.md"
-        text = tab_module.markdown(tables) or "No successful measurements.\n"
+        text = tab_module.markdown(tables) or (
+            "No successful measurements.\n" if len(frame) or (train.empty and sample.empty)
+            else "")
         if final_tables:
             text += "\n## Final metrics of the training runs\n\n" + tab_module.markdown(
                 final_tables)
+        if sample_tables:
+            text += "\n## Sample distributions\n\n" + tab_module.markdown(sample_tables)
         if verdicts:
             text += "\n## Reproductions\n\n" + claims_module.markdown(
                 [(info["name"], v) for v in verdicts])
@@ -293,22 +301,25 @@ def build_report(directory: str | Path, out: str | Path | None = None,
         written.append(path)
     if "latex" in formats:
         path = out / "tables.tex"
-        path.write_text(tab_module.latex(tables + final_tables))
+        path.write_text(tab_module.latex(tables + final_tables + sample_tables))
         written.append(path)
     if baseline is not None:
         written += _comparison_page(baseline, directory, out, formats)
     if "html" in formats:
-        cells = pd.concat([frame, train.drop_duplicates("key")], ignore_index=True) \
-            if not train.empty else frame
+        cells = pd.concat([part for part in (frame, train.drop_duplicates("key"), sample)
+                           if not part.empty], ignore_index=True) \
+            if not (train.empty and sample.empty) else frame
         counts = (f"{len(frame)} measurement cells ({len(failed)} failed), "
                   f"{train.key.nunique() if not train.empty else 0} training runs, "
-                  f"{len(skipped)} skipped pairs")
+                  + (f"{len(sample)} sample distributions, " if not sample.empty else "")
+                  + f"{len(skipped)} skipped pairs")
         from markupsafe import Markup
 
         page = _template().render(
             name=info["name"], counts=counts, notes=notes,
             summary=_winners(agg) if not agg.empty else [], alpha=f"{BIAS_ALPHA:g}",
-            tables=tables, final_tables=final_tables, figures=figures, cells=_cells(cells),
+            tables=tables, final_tables=final_tables, sample_tables=sample_tables,
+            figures=figures, cells=_cells(cells),
             skipped=_skipped(skipped), provenance=_provenance(frame, train, info),
             source=info.get("source", ""), css=Markup(CSS),
             compared=baseline is not None,

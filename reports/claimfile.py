@@ -28,7 +28,8 @@ class Claim:
     metric: str
     rule: str
     estimators: tuple[str, ...]
-    kind: str = "train"  # "measure": the [[grid]] cells; "train": the [[training]] runs
+    kind: str = "train"  # the cells read: "measure" [[grid]], "train" [[training]],
+    # "sample" [[sampling]]
     than: tuple[str, ...] = ()
     direction: str = "lower"
     value: float | None = None
@@ -54,8 +55,8 @@ def claims_from_source(source: str, resolve: Callable[[str], str]) -> list[Claim
         document = tomllib.loads(source)
     except tomllib.TOMLDecodeError:
         return []
-    kinds = [kind for kind, key in (("measure", "grid"), ("train", "training"))
-             if document.get(key)]
+    kinds = [kind for kind, key in (("measure", "grid"), ("train", "training"),
+                                    ("sample", "sampling")) if document.get(key)]
     claims = []
     for table in document.get("claim", []):
         fields = {k: v for k, v in table.items() if k in Claim.__dataclass_fields__}

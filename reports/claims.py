@@ -1,7 +1,7 @@
 """Verdicts on published claims (``harness.claims``) from a study's store.
 
-Each claim reads one value per seed for each estimator it names: a measurement cell's
-``metric``, or a training run's ``metric`` at its last evaluation (``at = "final"``) or averaged
+Each claim reads one value per seed for each estimator it names: a measurement or sampling
+cell's ``metric``, or a training run's ``metric`` at its last evaluation (``at = "final"``) or averaged
 over its evaluations (``at = "mean"``). The verdict is ``holds``, ``does not hold`` or ``not
 run`` (an estimator it names has no finished cell or run in the store, or the test needs two
 seeds and has one), with the numbers that decided it.
@@ -126,9 +126,13 @@ def verdict(claim: Claim, frame: pd.DataFrame, labels: dict[str, str] | None = N
 
 
 def verdicts(claims: list[Claim], measure: pd.DataFrame, train: pd.DataFrame,
-             labels: dict[str, str] | None = None) -> list[Verdict]:
-    """The verdict of each claim, read from the store's measurement or training frame."""
-    return [verdict(c, train if c.kind == "train" else measure, labels) for c in claims]
+             labels: dict[str, str] | None = None,
+             sample: pd.DataFrame | None = None) -> list[Verdict]:
+    """The verdict of each claim, read from the store's measurement, training or sampling
+    frame."""
+    frames = {"measure": measure, "train": train,
+              "sample": sample if sample is not None else pd.DataFrame()}
+    return [verdict(c, frames[c.kind], labels) for c in claims]
 
 
 def not_run(claims: list[Claim], why: str) -> list[Verdict]:

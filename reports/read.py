@@ -97,13 +97,14 @@ def load(directory: str | Path, kind: str = "measure"):
     num_samples, seed, cell_seed, settings such as replicates), ``status`` and ``error``, then
     every record field (``harness.record``); vectors stay lists. ``kind="train"``: one row per
     evaluation of every training run (step, objective, objective_stderr, gradient_variance,
-    wall_time_s, ...); a failed run is one row with its error. Both carry ``problem_label`` and
+    wall_time_s, ...); a failed run is one row with its error. ``kind="sample"``: one row per
+    sampling cell (``harness.sampling``: total_variation, ...). All carry ``problem_label`` and
     ``estimator_label`` (``load_labels``), the names every report and the console use.
     """
     import pandas as pd
 
-    if kind not in ("measure", "train"):
-        raise ValueError(f"kind must be 'measure' or 'train', got {kind!r}")
+    if kind not in ("measure", "train", "sample"):
+        raise ValueError(f"kind must be 'measure', 'train' or 'sample', got {kind!r}")
     rows = []
     for row in _rows(directory, kind):
         settings = json.loads(row.pop("settings"))

@@ -25,6 +25,7 @@ SHRINK = [
     (r"(?m)^eval_every = \d+", "eval_every = 2"),
     (r"(?m)^variance_replicates = \d+", "variance_replicates = 4"),
     (r"(?m)^replicates = \d+", "replicates = 20"),
+    (r"(?m)^samples = \d+", "samples = 200"),
     (r"(?m)^seeds = \[.*\]", "seeds = [0, 1]"),
     (r'"vae-bernoulli:', '"vae-bernoulli:train_steps=2,'),
     (r"latent=200,batch=50", "latent=8,batch=4"),  # exact: no reference gradient to draw
