@@ -63,7 +63,7 @@ class TopicPoisson(VAEPoisson):
     def latent(self) -> int:  # the VAE machinery's name for the number of latents
         return self.topics
 
-    def inputs(self, x: Tensor) -> Tensor:
+    def inputs(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return x  # word counts, as they are
 
     def encode(self, model: nn.Module, x: Tensor) -> Tensor:

@@ -7,7 +7,12 @@ Bernoulli pixel logits; the loss of one image is the negative ELBO
 
 with the KL in closed form (prior: Bernoulli(1/2), uniform categorical, Poisson(λ₀)), so the
 estimator under study handles the reconstruction term and the KL's gradient is exact. Pixels
-are binarised at 1/2. As a problem (see ``problems.real.task``) θ is the encoder's output on a
+are binarised at 1/2 (``binarize=fixed``), or drawn as Bernoulli variables of their
+intensity (``binarize=dynamic``, as Dong et al. 2020 train): afresh for every training
+minibatch, and for evaluation once, from a fixed seed on the CPU, so every evaluation and
+every device sees the same test images. The encoder and the decoder have one hidden layer of
+``hidden`` ReLU units, or none (``hidden=0``: linear, Dong et al. 2020's linear model). As a
+problem (see ``problems.real.task``) θ is the encoder's output on a
 fixed minibatch of ``batch`` test images and
 
     f(z) = Σ_b [−log p(x_b | z_b)] + Σ_b KL(q_θ(z_b | x_b) ‖ p),   z = (z_1, .., z_batch).
@@ -23,7 +28,8 @@ The decoder accepts relaxed latents (probabilities, relaxed one-hots, relaxed co
   exact expectation: the harness's unbiased reference gradient stands in.
 
 The checkpoint is trained with the relaxation of each family (Gumbel-softmax at τ = 0.5,
-GenGS for counts), a minibatch of 64 training images per step.
+GenGS for counts), a minibatch of ``train_batch`` training images per step (64 by default),
+as are the harness's training runs.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from problems.real.task import Task, minibatch, mlp, placement
 TRAIN_BATCH = 64
 MAX_EXACT_SUPPORT = 4096
 MONTE_CARLO_SAMPLES = 64
+BINARIZE_SEED = 0  # the one draw of the dynamically binarised images that evaluation sees
 
 
 def _options(latent: int, extra: tuple[Option, ...] = ()) -> tuple[Option, ...]:
@@ -56,12 +63,17 @@ def _options(latent: int, extra: tuple[Option, ...] = ()) -> tuple[Option, ...]:
         Option("latent", latent, doc="number of latent variables", check=at_least(1)),
         *extra,
         Option("hidden", 64, doc="hidden units of the encoder's and the decoder's one hidden "
-               "layer", check=at_least(1)),
+               "layer; 0: linear encoder and decoder", check=at_least(0)),
         Option("batch", 4, doc="test images in the fixed minibatch whose θ is studied",
                check=at_least(1)),
         Option("train_steps", 500, doc="Adam steps that train the checkpoint", check=at_least(0)),
         Option("seed", 0, doc="seed of the networks' initialisation and of training",
                check=at_least(0)),
+        Option("binarize", "fixed", choices=("fixed", "dynamic"), doc="fixed: pixels on above "
+               "1/2; dynamic: pixels drawn ~ Bernoulli(intensity), afresh for each training "
+               "minibatch"),
+        Option("train_batch", TRAIN_BATCH, doc="training images per step (checkpoint and "
+               "training runs)", check=at_least(1)),
     )
 
 
@@ -70,6 +82,8 @@ class VAE(Task):
 
     parameter_names = ("logits",)
     measurement_options = ("batch",)
+    binarize = "fixed"  # for subclasses whose options lack them (the topic model)
+    train_batch = TRAIN_BATCH
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -106,9 +120,16 @@ class VAE(Task):
 
     # -- networks and the objective ------------------------------------------------------------
 
-    def inputs(self, x: Tensor) -> Tensor:
-        """What the model sees of the data: images binarised at 1/2."""
-        return data.binarize(x)
+    def inputs(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """What the model sees of the data: images binarised at 1/2, or (``binarize=dynamic``)
+        pixels drawn ~ Bernoulli(intensity) from ``generator``, which lives on ``x``'s device;
+        without one, the fixed draw that evaluation sees (seeded, on the CPU)."""
+        if self.binarize == "fixed":
+            return data.binarize(x)
+        if generator is None:
+            fixed = torch.Generator().manual_seed(BINARIZE_SEED)
+            return torch.bernoulli(x.cpu(), generator=fixed).to(x.device)
+        return torch.bernoulli(x, generator=generator)
 
     def encode(self, model: nn.Module, x: Tensor) -> Tensor:
         """θ of q(z | x) for inputs ``x`` ``[B, D]``."""
@@ -116,9 +137,10 @@ class VAE(Task):
 
     def new_model(self, generator: torch.Generator) -> nn.Module:
         pixels = self.data().train.x.shape[1]
+        hidden = [self.hidden] if self.hidden else []  # none: linear
         return nn.ModuleDict({
-            "encoder": mlp([pixels, self.hidden, self.code_size()], generator),
-            "decoder": mlp([self.code_size(), self.hidden, pixels], generator),
+            "encoder": mlp([pixels, *hidden, self.code_size()], generator),
+            "decoder": mlp([self.code_size(), *hidden, pixels], generator),
         })
 
     def decode(self, model: nn.Module, z: Tensor) -> Tensor:
@@ -183,8 +205,8 @@ class VAE(Task):
                       generator: torch.Generator) -> Tensor:
         device, dtype = placement(model)
         train = self.data(device).train
-        index = minibatch(TRAIN_BATCH, len(train), generator, device)
-        x = self.inputs(train.x[index]).to(dtype)
+        index = minibatch(self.train_batch, len(train), generator, device)
+        x = self.inputs(train.x[index], generator).to(dtype)
         logits = self.encode(model, x)
         surrogate = estimator.surrogate(
             self.latent_distribution(logits), lambda z: self.negative_elbo(model, x, logits, z),

@@ -28,6 +28,8 @@ from tests.finite_differences import assert_within, central_difference, problem_
 
 SMALL = {
     "vae-bernoulli": "vae-bernoulli:latent=4,batch=2,train_steps=40",
+    "vae-bernoulli-linear": "vae-bernoulli:latent=4,batch=2,train_steps=40,hidden=0,"
+                            "binarize=dynamic,train_batch=16",
     "vae-categorical": "vae-categorical:latent=2,classes=3,batch=2,train_steps=40",
     "vae-poisson": "vae-poisson:latent=3,batch=2,train_steps=40",
     "knn-subset": "knn-subset:n=6,k=2,train_steps=40",
@@ -189,6 +191,30 @@ def test_exact_gradient_matches_finite_differences(name):
     assert grad.abs().max() > 1e-6  # the checkpoint is not a degenerate point
 
 
+def test_linear_vae_and_dynamic_binarisation():
+    """hidden=0: one linear layer each way (Dong et al. 2020's linear model). binarize=dynamic:
+    training draws pixels ~ Bernoulli(intensity) from its generator, afresh each time; without
+    a generator the draw is the fixed one evaluation sees, the same every time."""
+    task = PROBLEMS.make("vae-bernoulli:dataset=digits,latent=5,hidden=0,binarize=dynamic")
+    model = task.new_model(torch.Generator().manual_seed(0))
+    assert [type(m).__name__ for m in model["encoder"]] == ["Linear"]
+    assert [type(m).__name__ for m in model["decoder"]] == ["Linear"]
+    x = task.data().test.x
+    fixed = task.inputs(x)
+    assert torch.equal(fixed, task.inputs(x)) and set(fixed.unique().tolist()) <= {0.0, 1.0}
+    generator = torch.Generator().manual_seed(1)
+    first, second = task.inputs(x, generator), task.inputs(x, generator)
+    assert not torch.equal(first, second)
+    # Each drawn pixel is Bernoulli(x): over the D = x.numel() pixels of one draw, the mean of
+    # (draw − x) has variance Σ x(1 − x)/D² ≤ 1/(4D); |mean| < 4.9 s.d. at α = 1e-6.
+    bound = 4.9 * float((x * (1 - x)).sum().sqrt()) / x.numel()
+    assert abs(float((first - x).mean())) < bound
+    assert not torch.equal(fixed, data.binarize(x))
+    assert PROBLEMS.make("vae-bernoulli").binarize == "fixed"
+    with pytest.raises(SpecError, match="dynamic"):
+        PROBLEMS.make("vae-bernoulli:binarize=sometimes")
+
+
 def test_quantile_regression_needs_a_middle_item():
     with pytest.raises(SpecError, match="odd n"):
         PROBLEMS.make("quantile-regression:n=4")
@@ -303,6 +329,7 @@ def test_building_a_task_trains_nothing():
 
 @pytest.mark.parametrize("spec, estimator, steps", [
     ("vae-bernoulli:latent=4", "gumbel-softmax:temperature=0.5", 60),
+    ("vae-bernoulli:latent=4,hidden=0,binarize=dynamic,train_batch=32", "disarm", 60),
     ("vae-categorical:latent=2,classes=4", "reinforce:baseline=loo", 60),
     ("vae-poisson:latent=4", "gengs:temperature=0.5", 60),
     ("knn-subset:n=8,k=3", "relaxed-topk:temperature=0.5", 40),
