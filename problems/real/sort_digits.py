@@ -3,23 +3,42 @@
 A sequence holds n numbers of ``digits`` digits each, every number rendered as real digit
 images side by side (8 × 8 digits: an 8 × 8·digits image). A scoring network maps each image
 to a score s_j, a ranking is drawn P ~ PlackettLuce(s) (row i: the item ranked i, descending),
-and the loss compares the ranked values with the sorted ones:
+and a loss compares P with the true ranking. Two losses (option ``loss``):
 
-    f(P) = (1/n) ‖P v − sort_desc(v)‖²,   v_j = number_j / 10^digits ∈ [0, 1).
+- ``squared`` (the default): the ranked values against the sorted ones,
 
-(The paper trains with a cross-entropy against the true permutation; this loss is zero exactly
-for the correct rankings even when two numbers are equal, and accepts relaxed P.) Training
-draws 32 random sequences of training images per step. The test metrics are the paper's
-Table 1 pair on 500 fixed test sequences, ranking by the scores: the proportion of sequences
-ranked fully correctly and the proportion of individually correct ranks. ``quantile-regression``
-(below) predicts the median of a sequence through the same ranking. As a problem θ is the
-scores of one fixed test sequence (``example``); exact by enumerating the n! rankings for
-n ≤ 8.
+      f(P) = (1/n) ‖P v − sort_desc(v)‖²,   v_j = number_j / 10^digits ∈ [0, 1);
+
+  zero exactly for the correct rankings even when two numbers are equal.
+- ``cross-entropy`` (the paper's): with P_true the true permutation matrix (row i: the one-hot
+  of the item ranked i by descending value, ties broken by position),
+
+      f(P) = −(1/n) Σ_i Σ_j P_true[i, j] log max(P[i, j], 10⁻¹²),
+
+  so a relaxed P is scored by the probability it gives the true item of each rank, and a hard
+  P from a score-function estimator costs log(10¹²)/n ≈ 27.6/n per wrong rank (the floor keeps
+  it finite). Equal numbers in a sequence have one true order here (by position).
+
+Two scoring networks (option ``network``): ``mlp`` (the default), one hidden layer of
+``hidden`` ReLU units on the number's pixels, and ``cnn``, the paper's network on the number's
+image (rows × columns·digits, one channel): conv 5×5 with 32 channels, ReLU, max-pool 2×2;
+conv 5×5 with 64 channels, ReLU, max-pool 2×2; fully connected ``hidden`` (the paper: 64),
+ReLU; fully connected 1 (Grover et al. 2019, appendix; 'same' padding, so 28 × 112 →
+14 × 56 → 7 × 28). The paper's specification is ``dataset=mnist,digits=4,network=cnn,
+loss=cross-entropy,train_batch=20``.
+
+Training draws ``train_batch`` random sequences of training images per step (32 by default;
+the paper uses 20). The test metrics are the paper's Table 1 pair on 500 fixed test sequences,
+ranking by the scores: the proportion of sequences ranked fully correctly and the proportion
+of individually correct ranks. ``quantile-regression`` (below) predicts the median of a
+sequence through the same ranking. As a problem θ is the scores of one fixed test sequence
+(``example``); exact by enumerating the n! rankings for n ≤ 8.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
@@ -32,29 +51,92 @@ from problems.base import ProblemInfo, register
 from problems.real import data
 from problems.real.task import Task, mlp, placement
 
-TRAIN_SEQUENCES = 32
+TRAIN_SEQUENCES = 32  # the default of ``train_batch``
 TEST_SEQUENCES = 500
+NETWORKS = ("mlp", "cnn")
+LOSSES = ("squared", "cross-entropy")
+# The floor of P[i, j] inside the cross-entropy's log. A fixed number rather than the dtype's
+# smallest normal (1.2e-38 in float32, 2.2e-308 in float64): f is then the same function in
+# float32 (training) and float64 (the problem), and a wrong rank of a hard P costs a moderate
+# log(1e12) ≈ 27.6 (not 87 or 708), which keeps score-function estimators' variance in
+# bounds. 1e-12 is a normal float32 number; relaxed entries below it get no gradient.
+LOG_FLOOR = 1e-12
+CNN_CHUNK = 256  # images per pass of the CNN: bounded memory for the 500 test sequences
+
+
+def _conv(in_channels: int, out_channels: int, generator: torch.Generator) -> nn.Conv2d:
+    """A 5 × 5 'same' convolution, initialised like :func:`~problems.real.task.mlp`'s layers:
+    weights and biases uniform in ±1/sqrt(fan_in), fan_in = in_channels · 5 · 5."""
+    conv = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, kernel_size=5, padding=2)
+    bound = 1 / math.sqrt(in_channels * 5 * 5)
+    with torch.no_grad():
+        conv.weight.uniform_(-bound, bound, generator=generator)
+        conv.bias.uniform_(-bound, bound, generator=generator)
+    return conv
+
+
+class DigitsCNN(nn.Module):
+    """Grover et al. 2019's scoring CNN on a number's image, one score per number.
+
+    Takes the features ``[..., digits·rows·columns]`` that :meth:`SortDigits.sequences` makes
+    (each digit's flattened image, side by side) and rebuilds the number's one-channel image
+    ``[rows, digits·columns]`` (digit d in columns d·columns ... (d+1)·columns − 1), so it
+    replaces the MLP anywhere: any leading dimensions, output ``[..., 1]``. Images pass in
+    chunks of :data:`CNN_CHUNK`.
+    """
+
+    def __init__(self, rows: int, columns: int, digits: int, hidden: int,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.rows, self.columns, self.digits = rows, columns, digits
+        self.features = nn.Sequential(
+            _conv(1, 32, generator), nn.ReLU(), nn.MaxPool2d(2),
+            _conv(32, 64, generator), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        flat = 64 * (rows // 4) * (columns * digits // 4)
+        self.head = mlp([flat, hidden, 1], generator)
+
+    def image(self, x: Tensor) -> Tensor:
+        """The numbers' images ``[N, 1, rows, digits·columns]`` from features ``[..., F]``."""
+        return (x.reshape(-1, self.digits, self.rows, self.columns)
+                .transpose(1, 2)  # [N, rows, digits, columns]: the digits side by side
+                .reshape(-1, 1, self.rows, self.digits * self.columns))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scores = [self.head(self.features(chunk).flatten(1))
+                  for chunk in self.image(x).split(CNN_CHUNK)]
+        return torch.cat(scores).reshape(*x.shape[:-1], 1)
 
 
 @register
 class SortDigits(Task):
     info = ProblemInfo(
         name="sort-digits",
-        description="Rank n handwritten multi-digit numbers by a network's scores; θ: scores of "
-        "one test sequence; f: (1/n)‖P v − sort(v)‖²; exact for n <= 8.",
+        description="Rank n handwritten multi-digit numbers by a network's scores (an MLP or "
+        "the paper's CNN); θ: scores of one test sequence; f: (1/n)‖P v − sort(v)‖² or the "
+        "paper's cross-entropy against the true permutation; exact for n <= 8.",
         family="permutation", exact=True, relaxable=True, enumerable=True,
         options=(
             Option("dataset", "digits", doc="digits, mnist, or a path to an .npz file or a "
                    "directory of IDX files (labelled 0-9)"),
             Option("n", 5, doc="numbers per sequence", check=at_least(2)),
             Option("digits", 2, doc="digits per number", check=at_least(1)),
-            Option("hidden", 64, doc="hidden units of the scoring network", check=at_least(1)),
+            Option("hidden", 64, doc="hidden units of the scoring network (the MLP's hidden "
+                   "layer, the CNN's fully connected layer)", check=at_least(1)),
             Option("example", 0, doc="index of the test sequence whose θ is studied",
                    check=at_least(0)),
             Option("train_steps", 1500, doc="Adam steps that train the checkpoint",
                    check=at_least(0)),
             Option("seed", 0, doc="seed of the initialisation, of training and of the test "
                    "sequences", check=at_least(0)),
+            Option("network", "mlp", choices=NETWORKS, doc="scoring network: mlp (one hidden "
+                   "layer on the pixels) or cnn (Grover et al. 2019's: two 5x5 conv + max-pool "
+                   "layers, 32 and 64 channels, on the number's image)"),
+            Option("loss", "squared", choices=LOSSES, doc="squared: (1/n)|P v - sort(v)|^2 of "
+                   "the ranked values; cross-entropy: the paper's -(1/n) sum_ij P_true[i,j] "
+                   "log P[i,j], log floored at 1e-12"),
+            Option("train_batch", TRAIN_SEQUENCES, doc="training sequences per step (the "
+                   "paper: 20)", check=at_least(1)),
         ),
         references="Grover et al. 2019",
     )
@@ -71,8 +153,22 @@ class SortDigits(Task):
         self.info = dataclasses.replace(self.info, exact=exact, enumerable=exact)
 
     def new_model(self, generator: torch.Generator) -> nn.Module:
-        pixels = self.data().train.x.shape[1] * self.digits
-        return mlp([pixels, self.hidden, 1], generator)
+        return self.scoring_network(generator)
+
+    def scoring_network(self, generator: torch.Generator) -> nn.Module:
+        """A fresh network of the ``network`` option, features ``[..., D·digits]`` to scores
+        ``[..., 1]``."""
+        splits = self.data()
+        if self.network == "mlp":
+            return mlp([splits.train.x.shape[1] * self.digits, self.hidden, 1], generator)
+        if splits.image_shape is None:
+            raise SpecError(f"{self.info.name}: network=cnn needs images; the data set "
+                            f"{self.dataset!r} has none")
+        rows, columns = splits.image_shape
+        if rows < 4 or columns * self.digits < 4:
+            raise SpecError(f"{self.info.name}: network=cnn pools twice by 2, so it needs "
+                            f"images of at least 4 × 4; got {rows} × {columns * self.digits}")
+        return DigitsCNN(rows, columns, self.digits, self.hidden, generator)
 
     def sequences(self, split: data.Split, count: int,
                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -87,15 +183,41 @@ class SortDigits(Task):
         return images, values
 
     def loss(self, z: Tensor, values: Tensor) -> Tensor:
+        """The ``loss`` option's f, ``[S, *]`` from P ``[S, *, n, n]`` and values ``[*, n]``.
+
+        (The option is read from ``self.options``: it is named like this method.)
+        """
+        if self.options["loss"] == "cross-entropy":
+            return self.cross_entropy_loss(z, values)
+        return self.squared_loss(z, values)
+
+    @staticmethod
+    def squared_loss(z: Tensor, values: Tensor) -> Tensor:
         """(1/n)‖P v − sort_desc(v)‖², ``[S, *]`` from P ``[S, *, n, n]`` and v ``[*, n]``."""
         values = values.to(z.dtype)
         ranked = (z * values.unsqueeze(-2)).sum(-1)
         return ((ranked - values.sort(-1, descending=True).values) ** 2).mean(-1)
 
+    @staticmethod
+    def cross_entropy_loss(z: Tensor, values: Tensor) -> Tensor:
+        """−(1/n) Σ_ij P_true[i, j] log max(P[i, j], LOG_FLOOR), ``[S, *]`` from P
+        ``[S, *, n, n]`` and values ``[*, n]``; P_true's row i is the one-hot of the item
+        ranked i by descending value (a stable sort: ties in position order).
+
+        P_true has one 1 per row, so the sum over j is P's entry at the true item, gathered
+        (no 0 · log 0 to guard). For P = P_true it is exactly 0; for the uniform P = 1/n it
+        is log n.
+        """
+        order = values.argsort(dim=-1, descending=True, stable=True)  # [*, n]: item ranked i
+        index = order.unsqueeze(-1).expand(*z.shape[:-1], 1)  # [S, *, n, 1]
+        chosen = z.gather(-1, index).squeeze(-1)  # [S, *, n]: P[i, true item of rank i]
+        # Clamp before the log: a clamp after it would multiply a zero gradient by 1/0.
+        return -chosen.clamp_min(LOG_FLOOR).log().mean(-1)
+
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
         device, dtype = placement(model)
-        images, values = self.sequences(self.data(device).train, TRAIN_SEQUENCES, generator)
+        images, values = self.sequences(self.data(device).train, self.train_batch, generator)
         scores = model(images.to(dtype)).squeeze(-1)  # [B, n]
         surrogate = estimator.surrogate(PlackettLuce(scores), lambda z: self.loss(z, values),
                                         num_samples=num_samples, generator=generator)
@@ -150,6 +272,8 @@ class QuantileRegression(SortDigits):
 
     so the gradient reaches the scorer through the ranking and the regressor directly. Metrics:
     test MSE and R² of the median prediction with the hard ranking (the paper's Table 2).
+    Both networks are of the ``network`` option's kind (two MLPs, or two CNNs), and
+    ``train_batch`` sequences train them per step; f is fixed, so there is no ``loss`` option.
     """
 
     info = dataclasses.replace(
@@ -158,6 +282,7 @@ class QuantileRegression(SortDigits):
         description="Predict the median of n handwritten numbers through a ranking; θ: scores "
         "of one test sequence; f: squared error of the middle item's regressed value; exact "
         "for n <= 8.",
+        options=tuple(option for option in SortDigits.info.options if option.name != "loss"),
     )
 
     def __init__(self, **options) -> None:
@@ -166,9 +291,8 @@ class QuantileRegression(SortDigits):
             raise SpecError(f"quantile-regression needs an odd n (one middle item), got {self.n}")
 
     def new_model(self, generator: torch.Generator) -> nn.Module:
-        pixels = self.data().train.x.shape[1] * self.digits
-        return nn.ModuleDict({"scorer": mlp([pixels, self.hidden, 1], generator),
-                              "regressor": mlp([pixels, self.hidden, 1], generator)})
+        return nn.ModuleDict({"scorer": self.scoring_network(generator),
+                              "regressor": self.scoring_network(generator)})
 
     def median_loss(self, z: Tensor, values: Tensor, predicted: Tensor) -> Tensor:
         """``[S, *]`` from P ``[S, *, n, n]``, true values and regressed values ``[*, n]``."""
@@ -180,7 +304,7 @@ class QuantileRegression(SortDigits):
     def training_loss(self, model: nn.Module, estimator, num_samples: int,
                       generator: torch.Generator) -> Tensor:
         device, dtype = placement(model)
-        images, values = self.sequences(self.data(device).train, TRAIN_SEQUENCES, generator)
+        images, values = self.sequences(self.data(device).train, self.train_batch, generator)
         images = images.to(dtype)
         scores = model["scorer"](images).squeeze(-1)  # [B, n]
         predicted = model["regressor"](images).squeeze(-1)  # [B, n]

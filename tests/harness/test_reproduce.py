@@ -29,6 +29,7 @@ SHRINK = [
     (r"(?m)^seeds = \[.*\]", "seeds = [0, 1]"),
     (r'"vae-bernoulli:', '"vae-bernoulli:train_steps=2,'),
     (r"latent=200,batch=50", "latent=8,batch=4"),  # exact: no reference gradient to draw
+    (r"dataset=mnist,digits=4", "dataset=digits,digits=1"),  # a CNN on 8 × 8 images
     (r'"(relax|rebar)"', r'"\1:adapt_steps=2"'),
 ]
 

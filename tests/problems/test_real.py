@@ -36,6 +36,8 @@ SMALL = {
     "knn-permutation": "knn-subset:family=permutation,n=5,k=2,train_steps=40",
     "l2x": "l2x:patch=4,k=2,train_steps=40",
     "sort-digits": "sort-digits:n=4,train_steps=40",
+    "sort-digits-cnn": "sort-digits:n=3,network=cnn,loss=cross-entropy,train_batch=4,"
+                       "train_steps=20",
     "quantile-regression": "quantile-regression:n=3,train_steps=40",
     "tsne-subset": "tsne-subset:n=6,k=2,train_steps=40",
     "topic-poisson": "topic-poisson:topics=3,batch=2,train_steps=40",
@@ -218,6 +220,126 @@ def test_linear_vae_and_dynamic_binarisation():
 def test_quantile_regression_needs_a_middle_item():
     with pytest.raises(SpecError, match="odd n"):
         PROBLEMS.make("quantile-regression:n=4")
+
+
+@pytest.mark.parametrize("dataset, digits", [("digits", 2), ("mnist", 4)])
+def test_sort_digits_cnn_sees_each_number_as_one_image(dataset, digits):
+    from problems.real.sort_digits import DigitsCNN
+
+    task = PROBLEMS.make(f"sort-digits:dataset={dataset},n=3,digits={digits},network=cnn")
+    rows, columns = task.data().image_shape
+    images, _ = task.sequences(task.data().train, 2, torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, digits * rows * columns)
+    torch.manual_seed(1)
+    model = task.new_model(torch.Generator().manual_seed(5))
+    assert isinstance(model, DigitsCNN)
+    # Two 'same' convolutions and two 2 × 2 poolings: rows/4 × (digits·columns)/4 positions.
+    assert model.head[0].in_features == 64 * (rows // 4) * (digits * columns // 4)
+    conv1, conv2 = model.features[0], model.features[3]
+    assert float(conv1.weight.detach().abs().max()) <= 1 / 5  # fan_in = 1 · 5 · 5
+    assert float(conv2.bias.detach().abs().max()) <= 1 / (32 * 25) ** 0.5
+    # The image of a number puts its digits side by side, left to right.
+    pixels = images.reshape(2, 3, digits, rows, columns)
+    expected = torch.cat([pixels[..., d, :, :] for d in range(digits)], dim=-1)
+    assert torch.equal(model.image(images), expected.reshape(6, 1, rows, digits * columns))
+    with torch.no_grad():
+        batched, single = model(images), model(images[1])
+        assert batched.shape == (2, 3, 1) and single.shape == (3, 1)
+        torch.testing.assert_close(single, batched[1])
+        torch.manual_seed(2)  # the global RNG plays no part
+        again = task.new_model(torch.Generator().manual_seed(5))
+        assert torch.equal(again(images), batched)  # deterministic given the seed
+        other = task.new_model(torch.Generator().manual_seed(6))
+        assert not torch.equal(other(images), batched)
+
+
+def test_sort_digits_cnn_passes_many_images_in_chunks():
+    from problems.real.sort_digits import CNN_CHUNK
+
+    task = PROBLEMS.make("sort-digits:n=3,digits=1,network=cnn")
+    images, _ = task.sequences(task.data().test, CNN_CHUNK // 2, torch.Generator())
+    model = task.new_model(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model(images)  # 384 images: two chunks
+        parts = torch.cat([model(images[:10]), model(images[10:])])
+    assert whole.shape == (CNN_CHUNK // 2, 3, 1)
+    torch.testing.assert_close(whole, parts)
+
+
+def test_sort_digits_cross_entropy_loss():
+    from problems.real.sort_digits import LOG_FLOOR, SortDigits
+
+    values = torch.tensor([[0.3, 0.7, 0.3, 0.1], [0.5, 0.2, 0.9, 0.4]], dtype=torch.float64)
+    n = values.shape[-1]
+    true = torch.tensor([[1, 0, 2, 3], [2, 0, 3, 1]])  # descending, ties in position order
+    p_true = F.one_hot(true, n).double()  # [2, n, n]
+    # P = P_true: every row's log reads 1 (log 1 = 0 exactly); the zero entries, where the
+    # floor would bite, have zero weight (gathered away), so the loss is exactly 0.
+    assert torch.equal(SortDigits.cross_entropy_loss(p_true[None], values),
+                       torch.zeros(1, 2, dtype=torch.float64))
+    # The uniform P = 1/n: −(1/n) Σ_i log(1/n) = log n, to a few ulps.
+    uniform = torch.full((3, 2, n, n), 1.0 / n, dtype=torch.float64)
+    loss = SortDigits.cross_entropy_loss(uniform, values)
+    assert loss.shape == (3, 2)
+    tolerance = 4 * torch.finfo(torch.float64).eps * np.log(n)
+    assert float((loss - np.log(n)).abs().max()) <= tolerance
+    # A hard wrong P (the tied items 0 and 2 swapped: two wrong ranks of four) is finite:
+    # 2 · (−log LOG_FLOOR) / n, the same in float32, and its gradient is finite.
+    swapped = F.one_hot(torch.tensor([1, 2, 0, 3]), n).double().requires_grad_(True)
+    hard = SortDigits.cross_entropy_loss(swapped[None], values[0])
+    assert float(hard.detach()) == pytest.approx(-2 * np.log(LOG_FLOOR) / n, rel=1e-12)
+    single = SortDigits.cross_entropy_loss(swapped.detach().float()[None], values[0].float())
+    assert float(single) == pytest.approx(float(hard.detach()), rel=1e-6)
+    hard.sum().backward()
+    assert torch.isfinite(swapped.grad).all()
+    # The squared loss has no preferred order among equal values.
+    assert float(SortDigits.squared_loss(swapped.detach()[None], values[0])) == 0.0
+
+
+def test_sort_digits_loss_option_sets_the_objective():
+    task = PROBLEMS.make("sort-digits:n=3,loss=cross-entropy,train_steps=2")
+    p_true = F.one_hot(task.values.argsort(descending=True, stable=True), 3).double()
+    assert float(task.objective(p_true[None])) == 0.0
+    uniform = torch.full((1, 3, 3), 1 / 3, dtype=torch.float64)
+    assert float(task.objective(uniform)) == pytest.approx(np.log(3), rel=1e-14)
+    squared = PROBLEMS.make("sort-digits:n=3,train_steps=2")
+    assert float(squared.objective(uniform)) != pytest.approx(np.log(3))
+    assert torch.isfinite(task.expected_objective())
+
+
+def test_sort_digits_trains_a_cnn_with_the_cross_entropy():
+    record = train("sort-digits:dataset=digits,n=3,digits=2,network=cnn,loss=cross-entropy,"
+                   "train_batch=4", "neuralsort", steps=2, eval_every=1, variance_replicates=2,
+                   learning_rate=1e-4)
+    assert [point["step"] for point in record["curve"]] == [0, 1, 2]
+    for point in record["curve"]:
+        assert 0 <= point["fully_correct"] <= 1 and 0 <= point["ranks_correct"] <= 1
+        assert np.isfinite(point["objective"])
+
+
+def test_sort_digits_train_batch_sets_the_sequences_per_step():
+    task = PROBLEMS.make("sort-digits:n=3,train_batch=5")
+    session = task.training_session(0)
+    shapes = []
+    session.model.register_forward_pre_hook(lambda module, args: shapes.append(args[0].shape))
+    session.loss(ESTIMATORS.make("neuralsort"), 1, torch.Generator().manual_seed(0))
+    assert [tuple(shape[:2]) for shape in shapes] == [(5, 3)]
+
+
+def test_sort_digits_options_say_what_they_accept():
+    with pytest.raises(SpecError, match="mlp, cnn"):
+        PROBLEMS.make("sort-digits:network=foo")
+    with pytest.raises(SpecError, match="squared, cross-entropy"):
+        PROBLEMS.make("sort-digits:loss=foo")
+    with pytest.raises(SpecError, match=">= 1"):
+        PROBLEMS.make("sort-digits:train_batch=0")
+    with pytest.raises(SpecError, match="needs images"):
+        PROBLEMS.make("sort-digits:dataset=reuters,network=cnn").new_model(torch.Generator())
+    # The median task's f is fixed (no loss option); its two networks follow ``network``.
+    with pytest.raises(SpecError, match="unknown option 'loss'"):
+        PROBLEMS.make("quantile-regression:n=3,loss=squared")
+    model = PROBLEMS.make("quantile-regression:n=3,network=cnn").new_model(torch.Generator())
+    assert {type(net).__name__ for net in model.values()} == {"DigitsCNN"}
 
 
 def test_large_latent_spaces_fall_back_to_the_reference():
