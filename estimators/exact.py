@@ -20,8 +20,10 @@ from estimators.subset import Subset
 MAX_SUPPORT = 2**16
 
 
-def enumerate_joint(dist: Distribution, max_support: int = MAX_SUPPORT) -> Tensor:
-    """Every point of the joint support, ``[N, *batch, *event]``.
+def enumerate_joint(dist: Distribution, max_support: int = MAX_SUPPORT,
+                    user: str = "the exact estimator") -> Tensor:
+    """Every point of the joint support, ``[N, *batch, *event]``; more than ``max_support``
+    points is an ``IncompatibleError`` naming ``user``, who enumerates them.
 
     ``Independent`` distributions over scalar variables (e.g. a vector of Bernoulli) are
     expanded into the Cartesian product of their coordinates' supports.
@@ -31,7 +33,7 @@ def enumerate_joint(dist: Distribution, max_support: int = MAX_SUPPORT) -> Tenso
         values = base.enumerate_support(expand=False).reshape(-1)  # [m]
         event_shape = dist.event_shape
         size = len(values) ** math.prod(event_shape)
-        _check_size(size, max_support)
+        _check_size(size, max_support, user)
         grid = torch.cartesian_prod(*[values] * math.prod(event_shape))
         grid = grid.reshape((size,) + tuple(event_shape))
         view = (size,) + (1,) * len(dist.batch_shape) + tuple(event_shape)
@@ -39,15 +41,15 @@ def enumerate_joint(dist: Distribution, max_support: int = MAX_SUPPORT) -> Tenso
     if not dist.has_enumerate_support:
         raise IncompatibleError(f"{type(dist).__name__} cannot enumerate its support")
     support = dist.enumerate_support(expand=True)
-    _check_size(support.shape[0], max_support)
+    _check_size(support.shape[0], max_support, user)
     return support
 
 
-def _check_size(size: int, max_support: int) -> None:
+def _check_size(size: int, max_support: int, user: str) -> None:
     if size > max_support:
         raise IncompatibleError(
-            f"the joint support has {size} points, more than the {max_support} the exact "
-            "estimator enumerates"
+            f"the joint support has {size} points, more than the {max_support} {user} "
+            "enumerates"
         )
 
 

@@ -101,7 +101,7 @@ def sample_distance(problem, estimator, *, samples: int = 10_000, seed: int = 0,
     if not problem_obj.info.enumerable:
         raise UserError(f"{problem_obj.spec}: the sample distance needs an enumerable support")
     exact = problem_obj.distribution()  # float64 on the CPU, as every problem is built
-    support = enumerate_joint(exact, MAX_OUTCOMES)  # [N, *event]
+    support = enumerate_joint(exact, MAX_OUTCOMES, "the sample distance")  # [N, *event]
     outcomes = support.shape[0]
     with torch.no_grad():
         probabilities = exact.log_prob(support).double().exp()  # [N]

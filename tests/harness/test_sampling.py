@@ -100,6 +100,7 @@ def test_same_seed_same_record_and_float64():
     ("subset-graded", "reinforce", 100, "draws no relaxed samples"),
     ("subset-linear:n=20,k=3", "relaxed-topk", 100, "needs an enumerable support"),
     ("subset-graded", "relaxed-topk", 0, "samples must be a positive integer"),
+    ("subset-linear:n=16,k=8", "relaxed-topk", 10, "more than the 4096 the sample distance"),
     ("subset-graded", "gumbel-softmax", 100, "does not support the subset family"),
 ])
 def test_bad_input_is_one_user_error(problem, estimator, samples, message):
