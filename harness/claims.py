@@ -14,10 +14,11 @@ A claim says what a paper reports and how the study's store decides it:
     the mean over seeds of each listed estimator is within ``tolerance`` of ``value``.
 
 The metric is a column of the store: of a measurement cell (``variance``, ``bias_norm``, ...),
-of a sampling cell (``total_variation``, ...), or of a training run's evaluations (``objective``, ``gradient_variance``, a task's metric such as
-``fully_correct``), taken at the run's last evaluation (``at = "final"``) or averaged over its
-evaluations (``at = "mean"``). ``problem`` and ``num_samples`` select the cells when the study
-has several. ``scale`` says how the study's scale compares with the paper's.
+of a sampling cell (``total_variation``, ...), or of a training run's evaluations
+(``objective``, ``gradient_variance``, a task's metric such as ``fully_correct``), taken at the
+run's last evaluation (``at = "final"``) or averaged over its evaluations (``at = "mean"``).
+``problem`` and ``num_samples`` select the cells when the study has several. ``scale`` says how
+the study's scale compares with the paper's.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _KEYS = {
     "estimators they beat", "direction": "rule better: lower or higher is better", "value":
     "bound or value", "tolerance": "rule within", "alpha": "rule better: false-alarm rate",
     "problem": "problem spec the claim reads", "num_samples": "samples per estimate",
-    "at": "training: final or mean", "kind": "measure, train or sample", "scale": "our scale against "
-    "the paper's",
+    "at": "training: final or mean", "kind": "measure, train or sample", "scale": "our scale "
+    "against the paper's",
 }
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

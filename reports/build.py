@@ -247,7 +247,9 @@ def build_report(directory: str | Path, out: str | Path | None = None,
 
     written: list[Path] = []
     notes: list[str] = []
-    if ok.empty and (len(frame) or (train.empty and sample.empty)):
+    # A store of training runs or sample distributions alone is not short of measurements.
+    measurements_missing = ok.empty and (len(frame) > 0 or (train.empty and sample.empty))
+    if measurements_missing:
         notes.append("No successful measurements in this store: no tables and no "
                      "measurement figures.")
     failed = frame[frame.status == "failed"] if not frame.empty else frame
@@ -287,8 +289,7 @@ def build_report(directory: str | Path, out: str | Path | None = None,
     if "md" in formats:
         path = out / "tables.md"
         text = tab_module.markdown(tables) or (
-            "No successful measurements.\n" if len(frame) or (train.empty and sample.empty)
-            else "")
+            "No successful measurements.\n" if measurements_missing else "")
         if final_tables:
             text += "\n## Final metrics of the training runs\n\n" + tab_module.markdown(
                 final_tables)

@@ -1,10 +1,10 @@
 """Verdicts on published claims (``harness.claims``) from a study's store.
 
 Each claim reads one value per seed for each estimator it names: a measurement or sampling
-cell's ``metric``, or a training run's ``metric`` at its last evaluation (``at = "final"``) or averaged
-over its evaluations (``at = "mean"``). The verdict is ``holds``, ``does not hold`` or ``not
-run`` (an estimator it names has no finished cell or run in the store, or the test needs two
-seeds and has one), with the numbers that decided it.
+cell's ``metric``, or a training run's ``metric`` at its last evaluation (``at = "final"``) or
+averaged over its evaluations (``at = "mean"``). The verdict is ``holds``, ``does not hold`` or
+``not run`` (an estimator it names has no finished cell or run in the store, or the test needs
+two seeds and has one), with the numbers that decided it.
 """
 
 from __future__ import annotations
